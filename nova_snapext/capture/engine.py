@@ -1,0 +1,456 @@
+"""The capture engine: take, revert and delete complete snapshots.
+
+Drives libvirt and qemu-img; the decisions (XML, chain plans, the record)
+come from the pure modules next to it.
+"""
+
+import hashlib
+import os
+import time
+
+import libvirt
+from oslo_log import log as logging
+from oslo_utils import timeutils
+from oslo_utils import uuidutils
+
+from nova_snapext.capture import chain
+from nova_snapext.capture import domain_xml
+from nova_snapext.capture import locks
+from nova_snapext.capture import qemu_img
+from nova_snapext.capture import quiesce
+from nova_snapext import exception
+from nova_snapext import manifest as manifest_mod
+from nova_snapext import stores
+
+LOG = logging.getLogger(__name__)
+
+MEMORY_FILE = 'memory.save'
+
+
+def _log_progress(stage, **details):
+    LOG.info('snapext %s %s', stage,
+             ' '.join('%s=%s' % kv for kv in sorted(details.items())))
+
+
+def _sha256(path):
+    digest = hashlib.sha256()
+    with open(path, 'rb') as f:
+        for block in iter(lambda: f.read(1 << 20), b''):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _elapsed_ms(since):
+    return round((time.monotonic() - since) * 1000, 1)
+
+
+class Engine(object):
+    """Snapshot operations on libvirt domains.
+
+    :param conf: an oslo.config ConfigOpts with the [snapext] options
+    :param store: a SnapshotStore; the configured plugin when omitted
+    :param progress: callable(stage, **details) told about each step; every
+        step is logged either way
+    """
+
+    def __init__(self, conf, store=None, conn=None, progress=None):
+        self.conf = conf
+        self.store = store or stores.load(conf.snapext.store, conf)
+        self._conn = conn
+        self._progress = progress
+
+    @property
+    def conn(self):
+        if self._conn is None:
+            self._conn = libvirt.open(self.conf.snapext.libvirt_uri)
+        return self._conn
+
+    def _report(self, stage, **details):
+        _log_progress(stage, **details)
+        if self._progress:
+            self._progress(stage, **details)
+
+    def _lookup(self, ident):
+        try:
+            if uuidutils.is_uuid_like(ident):
+                return self.conn.lookupByUUIDString(ident)
+            return self.conn.lookupByName(ident)
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+                raise exception.NotFound('domain %s not found' % ident)
+            raise
+
+    def _lock(self, instance_uuid):
+        return locks.instance_lock(self.conf.snapext.lock_path, instance_uuid)
+
+    # -- queries ---------------------------------------------------------
+
+    def list(self, domain):
+        return self.store.list(self._lookup(domain).UUIDString())
+
+    def current(self, domain):
+        """Id of the snapshot the running disks descend from, or None."""
+        dom = self._lookup(domain)
+        return self._current(dom.UUIDString(), dom.XMLDesc(0))
+
+    def _current(self, instance_uuid, xml):
+        backing = {d.target: qemu_img.backing_file(d.path)
+                   for d in domain_xml.writable_disks(xml)}
+        return chain.current_snapshot(self.store.list(instance_uuid), backing)
+
+    def tree(self, domain):
+        dom = self._lookup(domain)
+        instance_uuid = dom.UUIDString()
+        manifests = self.store.list(instance_uuid)
+        current = self._current(instance_uuid, dom.XMLDesc(0))
+        return {'instance_uuid': instance_uuid, 'current': current,
+                'snapshots': manifest_mod.tree(manifests, current)}
+
+    # -- take --------------------------------------------------------------
+
+    def take(self, domain, memory=True, quiesce_policy=None, disk_roles=None,
+             extra=None):
+        """Capture memory + device state + every disk at one instant.
+
+        :param memory: False for a disk-only snapshot
+        :param quiesce_policy: required | preferred | off (default: config)
+        :param disk_roles: {target: {'role': ..., 'volume_id': ...}}
+        :param extra: more top-level manifest fields (image_id, nova)
+        :returns: the committed manifest
+        """
+        dom = self._lookup(domain)
+        policy = quiesce_policy or self.conf.snapext.quiesce_policy
+        with self._lock(dom.UUIDString()):
+            return self._take(dom, memory, policy, disk_roles or {},
+                              extra or {})
+
+    def _take(self, dom, memory, policy, disk_roles, extra):
+        started = time.monotonic()
+        instance_uuid = dom.UUIDString()
+        running = dom.isActive()
+        if memory and not running:
+            raise exception.InvalidRequest(
+                'a memory snapshot needs a running domain; %s is not '
+                'running' % dom.name())
+        xml = dom.XMLDesc(0)
+        disks = domain_xml.writable_disks(xml)
+        if not disks:
+            raise exception.InvalidRequest(
+                'domain %s has no disk to snapshot' % dom.name())
+        snapshot_id = uuidutils.generate_uuid()
+        overlays = {d.target: chain.overlay_path(d.path, snapshot_id[:8])
+                    for d in disks}
+        taken = [p for p in overlays.values() if os.path.exists(p)]
+        if taken:
+            raise exception.Conflict('overlay %s already exists' % taken[0])
+        parent_id = self._current(instance_uuid, xml)
+        staging = self.store.stage(instance_uuid, snapshot_id)
+        memory_file = os.path.join(staging, MEMORY_FILE) if memory else None
+        snap_xml = domain_xml.snapshot_xml(
+            'snapext-%s' % snapshot_id, overlays,
+            domain_xml.excluded_targets(xml), memory_file)
+        flags = (libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_ATOMIC |
+                 libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_NO_METADATA)
+        flags |= (libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_LIVE if memory
+                  else libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_DISK_ONLY)
+        self._report('planned', snapshot=snapshot_id, domain=dom.name(),
+                     disks=','.join(overlays), memory=bool(memory))
+        timings = {}
+        try:
+            q_policy = policy if running else 'off'
+            with quiesce.frozen(dom, q_policy) as q:
+                if q.outcome == manifest_mod.QUIESCE_FROZEN:
+                    self._report('frozen', snapshot=snapshot_id)
+                call_started = time.monotonic()
+                dom.snapshotCreateXML(snap_xml, flags)
+                timings['snapshot_call'] = _elapsed_ms(call_started)
+            self._report('captured', snapshot=snapshot_id,
+                         quiesce=q.outcome, frozen_ms=q.frozen_ms,
+                         snapshot_call_ms=timings['snapshot_call'])
+            record = self._record(dom, snapshot_id, parent_id, xml, disks,
+                                  disk_roles, q, memory_file, extra)
+            timings['total'] = _elapsed_ms(started)
+            record['timings_ms'] = timings
+            self.store.commit(record)
+        except Exception as exc:
+            self._undo_take(dom, overlays)
+            self.store.abort(instance_uuid, snapshot_id)
+            if isinstance(exc, exception.SnapextError):
+                raise
+            raise exception.CaptureFailed(
+                'snapshot of %s failed: %s' % (dom.name(), exc)) from exc
+        self._report('stored', snapshot=snapshot_id,
+                     total_ms=timings['total'])
+        return record
+
+    def _record(self, dom, snapshot_id, parent_id, xml, disks, disk_roles,
+                q, memory_file, extra):
+        record = {
+            'schema_version': manifest_mod.SCHEMA_VERSION,
+            'id': snapshot_id,
+            'instance_uuid': dom.UUIDString(),
+            'domain': dom.name(),
+            'parent_id': parent_id,
+            'created_at': timeutils.utcnow().isoformat() + 'Z',
+            'kind': (manifest_mod.KIND_FULL if memory_file
+                     else manifest_mod.KIND_DISKS),
+            'quiesce': q.as_dict(),
+            'memory': None,
+            'domain_xml': xml,
+            'disks': [],
+        }
+        if memory_file:
+            record['memory'] = {
+                'store': self.store.name, 'location': MEMORY_FILE,
+                'bytes': os.path.getsize(memory_file),
+                'sha256': _sha256(memory_file)}
+        for i, disk in enumerate(disks):
+            info = qemu_img.info(disk.path)
+            role = disk_roles.get(disk.target, {})
+            record['disks'].append({
+                'target': disk.target,
+                'role': role.get('role', 'root' if i == 0 else 'disk'),
+                'volume_id': role.get('volume_id'),
+                'cinder_snapshot_id': role.get('cinder_snapshot_id'),
+                'path': disk.path,
+                'format': info['format'],
+                'virtual_size': info['virtual-size'],
+                'backing': qemu_img.backing_file(disk.path),
+                'bytes': info.get('actual-size', 0),
+                'sha256': None,
+            })
+        record.update(extra)
+        return record
+
+    def _undo_take(self, dom, overlays):
+        """Remove overlays of a failed capture that the domain does not use.
+
+        With ATOMIC, libvirt switches all disks or none; if it did switch
+        (the failure came later), the overlays are the domain's live disks
+        and must stay.
+        """
+        try:
+            in_use = {d.path for d in
+                      domain_xml.writable_disks(dom.XMLDesc(0))}
+        except libvirt.libvirtError:
+            LOG.exception('cannot tell which overlays %s uses; keeping them',
+                          dom.name())
+            return
+        for path in overlays.values():
+            if path not in in_use and os.path.exists(path):
+                LOG.info('removing overlay %s of the failed capture', path)
+                os.unlink(path)
+
+    # -- revert ------------------------------------------------------------
+
+    def revert(self, snapshot_id):
+        """Put the instance back at the snapshot's instant.
+
+        A full snapshot resumes its memory (the guest continues where it
+        was); a disk-only one cold-boots its disks if the domain was
+        running.  The state since the last snapshot is discarded; every
+        other snapshot, on any branch, stays revertable.
+        """
+        record = self.store.get(snapshot_id)
+        dom = self._lookup(record['instance_uuid'])
+        with self._lock(record['instance_uuid']):
+            self._revert(dom, record)
+
+    def _revert(self, dom, record):
+        started = time.monotonic()
+        full = record['kind'] == manifest_mod.KIND_FULL
+        memory_file = (self.store.local_path(record,
+                                             record['memory']['location'])
+                       if full else None)
+        if full and not os.path.exists(memory_file):
+            raise exception.RevertFailed(
+                'memory image of snapshot %s is missing: %s'
+                % (record['id'], memory_file))
+        current_disks = domain_xml.writable_disks(dom.XMLDesc(0))
+        current_targets = {d.target for d in current_disks}
+        wanted = {d['target'] for d in record['disks']}
+        if wanted != current_targets:
+            raise exception.Conflict(
+                'snapshot %s covers disks %s but the domain now has %s; '
+                'attach or detach volumes to match before reverting'
+                % (record['id'], ', '.join(sorted(wanted)),
+                   ', '.join(sorted(current_targets))))
+        token = uuidutils.generate_uuid()[:8]
+        overlays = {d['target']: chain.overlay_path(d['path'], token)
+                    for d in record['disks']}
+        self._report('revert-planned', snapshot=record['id'],
+                     domain=dom.name())
+        was_active = dom.isActive()
+        created = []
+        try:
+            for disk in record['disks']:
+                qemu_img.create_overlay(overlays[disk['target']],
+                                        disk['path'], disk['format'])
+                created.append(overlays[disk['target']])
+            restore_xml = None
+            if full:
+                restore_xml = domain_xml.with_disk_sources(
+                    self.conn.saveImageGetXMLDesc(
+                        memory_file, libvirt.VIR_DOMAIN_SAVE_IMAGE_XML_SECURE),
+                    overlays)
+            if was_active:
+                dom.destroy()
+            if dom.isPersistent():
+                self.conn.defineXML(domain_xml.with_disk_sources(
+                    dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE |
+                                libvirt.VIR_DOMAIN_XML_SECURE),
+                    overlays))
+            if full:
+                self.conn.restoreFlags(memory_file, restore_xml,
+                                       libvirt.VIR_DOMAIN_SAVE_RUNNING)
+            elif was_active:
+                dom.create()
+        except Exception as exc:
+            self._undo_revert(dom, record, created, current_disks, was_active)
+            raise exception.RevertFailed(
+                'revert of %s to %s failed: %s'
+                % (dom.name(), record['id'], exc)) from exc
+        self._report('restored', snapshot=record['id'],
+                     restore_ms=_elapsed_ms(started))
+        if full and (record['quiesce']['outcome'] ==
+                     manifest_mod.QUIESCE_FROZEN):
+            # The memory image was taken with the filesystems frozen.
+            quiesce.thaw_restored(
+                self._lookup(record['instance_uuid']),
+                self.conf.snapext.thaw_after_restore_timeout)
+            self._report('thawed', snapshot=record['id'])
+        states = {d['path'] for m in self.store.list(record['instance_uuid'])
+                  for d in m['disks']}
+        for path in chain.discarded_by_revert(
+                [d.path for d in current_disks], states):
+            LOG.info('discarding %s: state after the last snapshot', path)
+            os.unlink(path)
+        self._report('reverted', snapshot=record['id'],
+                     total_ms=_elapsed_ms(started))
+
+    def _undo_revert(self, dom, record, created, old_disks, was_active):
+        """Bring the domain back on its old disks after a failed revert."""
+        old = {d.target: d.path for d in old_disks}
+        try:
+            if dom.isPersistent():
+                self.conn.defineXML(domain_xml.with_disk_sources(
+                    dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE |
+                                libvirt.VIR_DOMAIN_XML_SECURE), old))
+            if was_active and not dom.isActive():
+                LOG.warning('revert failed; booting %s on its previous '
+                            'disks', dom.name())
+                dom.create()
+        except libvirt.libvirtError:
+            LOG.exception('could not bring %s back after the failed revert',
+                          dom.name())
+        in_use = set()
+        try:
+            in_use = {d.path for d in
+                      domain_xml.writable_disks(dom.XMLDesc(0))}
+        except libvirt.libvirtError:
+            LOG.exception('cannot read %s; keeping new overlays', dom.name())
+            return
+        for path in created:
+            if path not in in_use and os.path.exists(path):
+                os.unlink(path)
+
+    # -- delete ------------------------------------------------------------
+
+    def delete(self, snapshot_id):
+        """Delete a snapshot; its children stay revertable.
+
+        Its state files are merged into the files that depend on them (block
+        pull or commit where the running domain uses them, qemu-img rebase
+        where not), then removed, and its children are re-parented.
+        """
+        record = self.store.get(snapshot_id)
+        with self._lock(record['instance_uuid']):
+            self._delete(record)
+
+    def _live_chains(self, instance_uuid, backing):
+        try:
+            dom = self._lookup(instance_uuid)
+        except exception.NotFound:
+            return None, {}
+        if not dom.isActive():
+            return dom, {}
+        chains = {}
+        for disk in domain_xml.writable_disks(dom.XMLDesc(0)):
+            files = [disk.path]
+            while files[-1] in backing and backing[files[-1]]:
+                files.append(backing[files[-1]])
+            chains[disk.target] = files
+        return dom, chains
+
+    def _delete(self, record):
+        instance_uuid = record['instance_uuid']
+        manifests = self.store.list(instance_uuid)
+        known = {d['path'] for m in manifests for d in m['disks']}
+        try:
+            dom = self._lookup(instance_uuid)
+            known.update(d.path for d in
+                         domain_xml.writable_disks(dom.XMLDesc(0)))
+        except exception.NotFound:
+            pass
+        backing = {p: qemu_img.backing_file(p) for p in sorted(known)
+                   if os.path.exists(p)}
+        dom, live_chains = self._live_chains(instance_uuid, backing)
+        states = {d['target']: d['path'] for d in record['disks']}
+        steps = chain.plan_delete(states, backing, live_chains)
+        self._report('delete-planned', snapshot=record['id'],
+                     steps=len(steps))
+        relocated = {}
+        for step in steps:
+            if isinstance(step, chain.RebaseOffline):
+                self._report('rebase', path=step.path)
+                qemu_img.rebase(step.path, step.new_backing)
+            elif isinstance(step, chain.PullLive):
+                self._report('block-pull', disk=step.target)
+                dom.blockRebase(step.target, step.base, 0, 0)
+                self._wait_block_job(dom, step.target)
+            elif isinstance(step, chain.CommitLive):
+                self._report('block-commit', disk=step.target, top=step.top)
+                dom.blockCommit(step.target, step.base, step.top, 0, 0)
+                self._wait_block_job(dom, step.target)
+            elif isinstance(step, chain.Relocate):
+                relocated[step.old_path] = step.new_path
+        self._update_records(manifests, record, relocated)
+        for step in steps:
+            if isinstance(step, chain.Unlink) and os.path.exists(step.path):
+                os.unlink(step.path)
+        self.store.delete(record['id'])
+        self._report('deleted', snapshot=record['id'])
+
+    def _update_records(self, manifests, deleted, relocated):
+        new_parent = dict(manifest_mod.reparent_on_delete(manifests,
+                                                          deleted['id']))
+        for m in manifests:
+            if m['id'] == deleted['id']:
+                continue
+            changed = False
+            if m['id'] in new_parent:
+                m['parent_id'] = new_parent[m['id']]
+                changed = True
+            for disk in m['disks']:
+                path = relocated.get(disk['path'], disk['path'])
+                backing = qemu_img.backing_file(path)
+                if (path, backing) != (disk['path'], disk['backing']):
+                    disk['path'], disk['backing'] = path, backing
+                    changed = True
+            if changed:
+                self.store.update(m)
+
+    def _wait_block_job(self, dom, target):
+        deadline = time.monotonic() + self.conf.snapext.block_job_timeout
+        while True:
+            info = dom.blockJobInfo(target, 0)
+            if not info:
+                return
+            if time.monotonic() > deadline:
+                dom.blockJobAbort(target, 0)
+                raise exception.SnapextError(
+                    'block job on %s did not finish within %d s'
+                    % (target, self.conf.snapext.block_job_timeout))
+            self._report('block-job', disk=target, cur=info.get('cur'),
+                         end=info.get('end'))
+            time.sleep(0.2)

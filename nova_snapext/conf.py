@@ -1,0 +1,44 @@
+"""The [snapext] options, and list_opts for oslo-config-generator."""
+
+from oslo_config import cfg
+
+GROUP = cfg.OptGroup('snapext', title='snapext options',
+                     help='Complete instance snapshots (memory, CPU state '
+                          'and every disk).')
+
+OPTS = [
+    cfg.StrOpt('libvirt_uri', default='qemu:///system',
+               help='libvirt connection URI used by the capture engine.'),
+    cfg.StrOpt('store', default='file',
+               help='Where snapshot records and memory images go: the name '
+                    'of a plugin in the snapext.stores entry point group.'),
+    cfg.StrOpt('file_store_path', default='/var/lib/snapext',
+               help='Directory of the "file" store.'),
+    cfg.StrOpt('lock_path', default='/var/lib/snapext/locks',
+               help='Directory of the per-instance lock files that keep two '
+                    'snapshot operations off one instance, across '
+                    'processes.'),
+    cfg.StrOpt('quiesce_policy', default='preferred',
+               choices=[('required', 'fail when the guest agent cannot '
+                                     'freeze the filesystems'),
+                        ('preferred', 'freeze when the agent answers, '
+                                      'otherwise capture crash-consistent'),
+                        ('off', 'never freeze')],
+               help='Default quiesce policy for snapshots.'),
+    cfg.IntOpt('thaw_after_restore_timeout', default=30, min=1,
+               help='Seconds to wait for the guest agent of a reverted '
+                    'guest to thaw the filesystems that were frozen in its '
+                    'memory image.'),
+    cfg.IntOpt('block_job_timeout', default=600, min=1,
+               help='Seconds a block pull or commit may take when a '
+                    'snapshot is deleted from a running chain.'),
+]
+
+
+def register_opts(conf):
+    conf.register_group(GROUP)
+    conf.register_opts(OPTS, group=GROUP)
+
+
+def list_opts():
+    return [(GROUP, OPTS)]

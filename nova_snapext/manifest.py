@@ -1,0 +1,176 @@
+"""The snapshot record: schema, validation and tree math.
+
+A manifest is a JSON document; the tree of an instance's snapshots is
+derived from the ``parent_id`` links and nothing stores it twice.  Every
+manifest read goes through :func:`loads`, so a corrupt or foreign record is
+a :class:`ManifestError` with a message, never a crash further down.
+"""
+
+import collections
+import json
+
+import jsonschema
+
+from nova_snapext import exception
+
+SCHEMA_VERSION = 1
+
+KIND_FULL = 'full'
+KIND_DISKS = 'disks'
+
+QUIESCE_FROZEN = 'frozen'
+QUIESCE_NOT_REQUESTED = 'not-requested'
+QUIESCE_AGENT_UNAVAILABLE = 'agent-unavailable'
+
+_nullable_str = {'type': ['string', 'null']}
+_sha256 = {'type': ['string', 'null'], 'pattern': '^[0-9a-f]{64}$'}
+
+SCHEMA = {
+    'type': 'object',
+    'required': ['schema_version', 'id', 'instance_uuid', 'domain',
+                 'parent_id', 'created_at', 'kind', 'quiesce', 'memory',
+                 'domain_xml', 'disks'],
+    'properties': {
+        'schema_version': {'const': SCHEMA_VERSION},
+        'id': {'type': 'string', 'minLength': 1},
+        'instance_uuid': {'type': 'string', 'minLength': 1},
+        'domain': {'type': 'string', 'minLength': 1},
+        'parent_id': _nullable_str,
+        'created_at': {'type': 'string', 'format': 'date-time'},
+        'kind': {'enum': [KIND_FULL, KIND_DISKS]},
+        'quiesce': {
+            'type': 'object',
+            'required': ['policy', 'outcome', 'frozen_ms'],
+            'properties': {
+                'policy': {'enum': ['required', 'preferred', 'off']},
+                'outcome': {'enum': [QUIESCE_FROZEN, QUIESCE_NOT_REQUESTED,
+                                     QUIESCE_AGENT_UNAVAILABLE]},
+                'frozen_ms': {'type': ['number', 'null'], 'minimum': 0},
+            },
+        },
+        'memory': {
+            'type': ['object', 'null'],
+            'required': ['store', 'location', 'bytes', 'sha256'],
+            'properties': {
+                'store': {'type': 'string'},
+                'location': {'type': 'string'},
+                'bytes': {'type': 'integer', 'minimum': 0},
+                'sha256': _sha256,
+            },
+        },
+        'domain_xml': {'type': 'string', 'minLength': 1},
+        'disks': {
+            'type': 'array',
+            'minItems': 1,
+            'items': {
+                'type': 'object',
+                'required': ['target', 'role', 'path', 'format',
+                             'virtual_size', 'backing', 'bytes'],
+                'properties': {
+                    'target': {'type': 'string'},
+                    'role': {'enum': ['root', 'volume', 'disk']},
+                    'volume_id': _nullable_str,
+                    'cinder_snapshot_id': _nullable_str,
+                    'path': {'type': 'string'},
+                    'format': {'type': 'string'},
+                    'virtual_size': {'type': 'integer', 'minimum': 0},
+                    'backing': _nullable_str,
+                    'bytes': {'type': 'integer', 'minimum': 0},
+                    'sha256': _sha256,
+                },
+            },
+        },
+        'timings_ms': {'type': 'object',
+                       'additionalProperties': {'type': 'number'}},
+        'image_id': _nullable_str,
+        'nova': {'type': 'object'},
+    },
+}
+
+_validator = jsonschema.Draft7Validator(SCHEMA)
+
+
+def validate(manifest):
+    """Raise ManifestError unless ``manifest`` is a valid current record."""
+    if not isinstance(manifest, dict):
+        raise exception.ManifestError('a manifest must be a JSON object')
+    version = manifest.get('schema_version')
+    if version != SCHEMA_VERSION:
+        raise exception.ManifestError(
+            'manifest %s has schema_version %r; this snapext reads version '
+            '%d' % (manifest.get('id', '?'), version, SCHEMA_VERSION))
+    problems = sorted(_validator.iter_errors(manifest), key=str)
+    if problems:
+        first = problems[0]
+        where = '/'.join(str(p) for p in first.absolute_path) or '(root)'
+        raise exception.ManifestError(
+            'manifest %s is invalid at %s: %s'
+            % (manifest.get('id', '?'), where, first.message))
+    targets = [d['target'] for d in manifest['disks']]
+    if len(set(targets)) != len(targets):
+        raise exception.ManifestError(
+            'manifest %s names a disk twice' % manifest['id'])
+    if (manifest['kind'] == KIND_FULL) != (manifest['memory'] is not None):
+        raise exception.ManifestError(
+            'manifest %s: kind %s does not match its memory artifact'
+            % (manifest['id'], manifest['kind']))
+    return manifest
+
+
+def loads(text, source='manifest'):
+    try:
+        manifest = json.loads(text)
+    except (TypeError, ValueError) as exc:
+        raise exception.ManifestError('%s is not valid JSON: %s' % (source, exc))
+    return validate(manifest)
+
+
+def dumps(manifest):
+    return json.dumps(validate(manifest), indent=2, sort_keys=True)
+
+
+def children(manifests):
+    """{parent id: [child ids, oldest first]}; roots are under None."""
+    kids = collections.defaultdict(list)
+    for m in sorted(manifests, key=lambda m: (m['created_at'], m['id'])):
+        kids[m['parent_id']].append(m['id'])
+    return dict(kids)
+
+
+def ancestors(manifests, snapshot_id):
+    """Ids from ``snapshot_id``'s parent up to its root."""
+    by_id = {m['id']: m for m in manifests}
+    chain = []
+    parent = by_id[snapshot_id]['parent_id']
+    while parent is not None and parent in by_id:
+        if parent in chain:
+            raise exception.ManifestError(
+                'snapshot tree has a cycle through %s' % parent)
+        chain.append(parent)
+        parent = by_id[parent]['parent_id']
+    return chain
+
+
+def tree(manifests, current_id=None):
+    """A nested, JSON-friendly view of the snapshot tree."""
+    by_id = {m['id']: m for m in manifests}
+    kids = children(manifests)
+    orphans = [m['id'] for m in manifests
+               if m['parent_id'] is not None and m['parent_id'] not in by_id]
+
+    def node(snapshot_id):
+        m = by_id[snapshot_id]
+        return {'id': snapshot_id, 'kind': m['kind'],
+                'created_at': m['created_at'],
+                'current': snapshot_id == current_id,
+                'children': [node(c) for c in kids.get(snapshot_id, [])]}
+
+    return [node(r) for r in kids.get(None, []) + orphans]
+
+
+def reparent_on_delete(manifests, snapshot_id):
+    """[(child id, new parent id)] that keep the tree whole after a delete."""
+    by_id = {m['id']: m for m in manifests}
+    new_parent = by_id[snapshot_id]['parent_id']
+    return [(m['id'], new_parent) for m in manifests
+            if m['parent_id'] == snapshot_id]

@@ -1,0 +1,46 @@
+"""The interface every snapshot store implements."""
+
+import abc
+
+
+class SnapshotStore(metaclass=abc.ABCMeta):
+    """Keeps snapshot records and their memory images.
+
+    A capture first asks for a staging area (:meth:`stage`), lets libvirt
+    write into it, then either :meth:`commit` s the record, which makes it
+    visible all at once, or :meth:`abort` s, which leaves nothing behind.
+    """
+
+    name = None
+
+    @abc.abstractmethod
+    def stage(self, instance_uuid, snapshot_id):
+        """Return a local directory for the capture's artifacts."""
+
+    @abc.abstractmethod
+    def commit(self, manifest):
+        """Make a staged snapshot visible, with its record."""
+
+    @abc.abstractmethod
+    def abort(self, instance_uuid, snapshot_id):
+        """Forget a staged snapshot and its artifacts."""
+
+    @abc.abstractmethod
+    def update(self, manifest):
+        """Replace the record of a committed snapshot."""
+
+    @abc.abstractmethod
+    def get(self, snapshot_id):
+        """Return a validated record; NotFound when there is none."""
+
+    @abc.abstractmethod
+    def list(self, instance_uuid):
+        """Return the validated records of one instance."""
+
+    @abc.abstractmethod
+    def delete(self, snapshot_id):
+        """Remove a record and its memory image."""
+
+    @abc.abstractmethod
+    def local_path(self, manifest, location):
+        """Local path of an artifact ``location`` of ``manifest``."""

@@ -1,0 +1,109 @@
+"""The ``file`` store: a directory on the compute host.
+
+Layout::
+
+    <root>/<instance uuid>/<snapshot id>/manifest.json
+    <root>/<instance uuid>/<snapshot id>/memory.save
+    <root>/<instance uuid>/.<snapshot id>.staging/     (a capture under way)
+
+A snapshot directory exists only once its manifest is complete: the staging
+directory is renamed into place after the manifest is written and synced.
+"""
+
+import glob
+import os
+import shutil
+
+from oslo_log import log as logging
+
+from nova_snapext import exception
+from nova_snapext import manifest as manifest_mod
+from nova_snapext.stores import base
+
+LOG = logging.getLogger(__name__)
+
+MANIFEST = 'manifest.json'
+
+
+def _write_synced(path, text):
+    tmp = path + '.tmp'
+    with open(tmp, 'w') as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _fsync_dir(path):
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class FileStore(base.SnapshotStore):
+    name = 'file'
+
+    def __init__(self, conf):
+        self.root = conf.snapext.file_store_path
+
+    def _record_dir(self, instance_uuid, snapshot_id):
+        return os.path.join(self.root, instance_uuid, snapshot_id)
+
+    def _staging_dir(self, instance_uuid, snapshot_id):
+        return os.path.join(self.root, instance_uuid,
+                            '.%s.staging' % snapshot_id)
+
+    def stage(self, instance_uuid, snapshot_id):
+        path = self._staging_dir(instance_uuid, snapshot_id)
+        os.makedirs(path)
+        return path
+
+    def commit(self, manifest):
+        staging = self._staging_dir(manifest['instance_uuid'], manifest['id'])
+        _write_synced(os.path.join(staging, MANIFEST),
+                      manifest_mod.dumps(manifest))
+        final = self._record_dir(manifest['instance_uuid'], manifest['id'])
+        os.rename(staging, final)
+        _fsync_dir(os.path.dirname(final))
+
+    def abort(self, instance_uuid, snapshot_id):
+        shutil.rmtree(self._staging_dir(instance_uuid, snapshot_id),
+                      ignore_errors=True)
+
+    def update(self, manifest):
+        path = os.path.join(
+            self._record_dir(manifest['instance_uuid'], manifest['id']),
+            MANIFEST)
+        if not os.path.exists(path):
+            raise exception.NotFound('snapshot %s not found' % manifest['id'])
+        _write_synced(path, manifest_mod.dumps(manifest))
+
+    def _read(self, path):
+        with open(path) as f:
+            return manifest_mod.loads(f.read(), source=path)
+
+    def get(self, snapshot_id):
+        if not snapshot_id or os.sep in snapshot_id or \
+                snapshot_id.startswith('.'):
+            raise exception.NotFound('snapshot %s not found' % snapshot_id)
+        found = glob.glob(os.path.join(glob.escape(self.root), '*',
+                                       glob.escape(snapshot_id), MANIFEST))
+        if not found:
+            raise exception.NotFound('snapshot %s not found' % snapshot_id)
+        return self._read(found[0])
+
+    def list(self, instance_uuid):
+        pattern = os.path.join(glob.escape(self.root),
+                               glob.escape(instance_uuid), '*', MANIFEST)
+        return [self._read(p) for p in sorted(glob.glob(pattern))]
+
+    def delete(self, snapshot_id):
+        m = self.get(snapshot_id)
+        shutil.rmtree(self._record_dir(m['instance_uuid'], snapshot_id))
+
+    def local_path(self, manifest, location):
+        return os.path.join(
+            self._record_dir(manifest['instance_uuid'], manifest['id']),
+            location)

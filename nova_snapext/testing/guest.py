@@ -1,0 +1,247 @@
+"""The project's tiny real guest: build, boot, talk to, and tear down.
+
+The guest (tools/guest/) is a Debian cloud kernel with an initramfs that
+runs qemu-guest-agent and a ticker printing ``TICK <n> <monotonic_ms>``
+every 100 ms to the serial console.  The functional tests and the demo use
+this module to prove things from inside the guest: the counter's value, the
+files on its disks, its agent's freeze state.
+"""
+
+import base64
+import json
+import os
+import re
+import shutil
+import subprocess
+import time
+from xml.sax import saxutils
+
+import libvirt
+import libvirt_qemu
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__))))
+BUILD_SCRIPT = os.path.join(REPO, 'tools', 'guest', 'build.sh')
+GUEST_DIR = os.environ.get('SNAPEXT_GUEST_DIR', '/var/cache/snapext/guest')
+TICK_RE = re.compile(rb'^TICK (\d+) (\d+)\r?$', re.M)
+DISKS = ('vda', 'vdb', 'vdc')
+
+DOMAIN_XML = """<domain type='{virt_type}'>
+  <name>{name}</name>
+  <memory unit='MiB'>{memory_mib}</memory>
+  <vcpu>1</vcpu>
+  <os>
+    <type arch='x86_64' machine='pc'>hvm</type>
+    <kernel>{kernel}</kernel>
+    <initrd>{initrd}</initrd>
+    <cmdline>console=ttyS0 quiet panic=-1</cmdline>
+  </os>
+  <on_poweroff>destroy</on_poweroff>
+  <on_reboot>restart</on_reboot>
+  <on_crash>destroy</on_crash>
+  <devices>
+{disks}
+    <serial type='file'>
+      <source path='{console}' append='on'/>
+      <target port='0'/>
+    </serial>
+    <channel type='unix'>
+      <source mode='bind'/>
+      <target type='virtio' name='org.qemu.guest_agent.0'/>
+    </channel>
+    <memballoon model='none'/>
+  </devices>
+</domain>
+"""
+
+DISK_XML = """    <disk type='file' device='disk'>
+      <driver name='qemu' type='qcow2'/>
+      <source file='{path}'/>
+      <target dev='{dev}' bus='virtio'/>
+    </disk>"""
+
+
+def build_image():
+    """Build (or reuse the cached) kernel and initramfs; return the dir."""
+    subprocess.run(['bash', BUILD_SCRIPT, GUEST_DIR], check=True,
+                   stdout=subprocess.DEVNULL)
+    return GUEST_DIR
+
+
+def virt_type():
+    """TCG unless asked for KVM: /dev/kvm here is a nested module that
+    cannot run a stock kernel (see the README)."""
+    return os.environ.get('SNAPEXT_VIRT_TYPE', 'qemu')
+
+
+def make_disk(path, size_mib=64):
+    raw = path + '.raw'
+    with open(raw, 'wb') as f:
+        f.truncate(size_mib << 20)
+    subprocess.run(['mkfs.ext4', '-q', '-F', raw], check=True)
+    subprocess.run(['qemu-img', 'convert', '-q', '-O', 'qcow2', raw, path],
+                   check=True)
+    os.unlink(raw)
+
+
+class Guest(object):
+    """One booted test guest, defined persistently like Nova's instances."""
+
+    def __init__(self, conn, name, workdir, disks=DISKS, memory_mib=256):
+        self.conn = conn
+        self.name = name
+        self.workdir = workdir
+        self.disk_targets = disks
+        self.memory_mib = memory_mib
+        self.console = os.path.join(workdir, 'console.log')
+        self.dom = None
+
+    # -- lifecycle -----------------------------------------------------
+
+    def define(self):
+        image = build_image()
+        os.makedirs(self.workdir, exist_ok=True)
+        disks = []
+        for dev in self.disk_targets:
+            path = os.path.join(self.workdir, '%s.qcow2' % dev)
+            make_disk(path)
+            disks.append(DISK_XML.format(path=saxutils.escape(path), dev=dev))
+        xml = DOMAIN_XML.format(
+            virt_type=virt_type(), name=self.name,
+            memory_mib=self.memory_mib,
+            kernel=os.path.join(image, 'vmlinuz'),
+            initrd=os.path.join(image, 'initrd.img'),
+            disks='\n'.join(disks),
+            console=saxutils.escape(self.console))
+        self.dom = self.conn.defineXML(xml)
+        return self
+
+    def boot(self, timeout=120):
+        """Start the domain and wait until its agent answers."""
+        started = time.monotonic()
+        self.dom.create()
+        self.wait_for_agent(timeout)
+        self.wait_for_tick(timeout=timeout)
+        return time.monotonic() - started
+
+    def destroy(self):
+        try:
+            dom = self.conn.lookupByName(self.name)
+        except libvirt.libvirtError:
+            dom = None
+        if dom is not None:
+            if dom.isActive():
+                dom.destroy()
+            dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_NVRAM)
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def refresh(self):
+        """Re-lookup after a revert re-created the QEMU process."""
+        self.dom = self.conn.lookupByName(self.name)
+        return self.dom
+
+    # -- agent -----------------------------------------------------------
+
+    def agent(self, command, arguments=None, timeout=10):
+        request = {'execute': command}
+        if arguments is not None:
+            request['arguments'] = arguments
+        reply = libvirt_qemu.qemuAgentCommand(
+            self.refresh(), json.dumps(request), timeout, 0)
+        return json.loads(reply).get('return')
+
+    def wait_for_agent(self, timeout=120):
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                return self.agent('guest-ping', timeout=2)
+            except libvirt.libvirtError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
+
+    def sh(self, script, timeout=60):
+        """Run a shell script inside the guest; return (rc, stdout)."""
+        pid = self.agent('guest-exec', {
+            'path': '/bin/sh', 'arg': ['-c', script],
+            'capture-output': True})['pid']
+        deadline = time.monotonic() + timeout
+        while True:
+            status = self.agent('guest-exec-status', {'pid': pid})
+            if status.get('exited'):
+                out = base64.b64decode(status.get('out-data', ''))
+                return status.get('exitcode'), out.decode()
+            if time.monotonic() > deadline:
+                raise TimeoutError('guest command did not finish: %s'
+                                   % script)
+            time.sleep(0.1)
+
+    def check_sh(self, script, timeout=60):
+        rc, out = self.sh(script, timeout)
+        if rc != 0:
+            raise RuntimeError('guest command failed (%s): %s\n%s'
+                               % (rc, script, out))
+        return out
+
+    def freeze_status(self):
+        return self.agent('guest-fsfreeze-status')
+
+    def stop_agent(self, seconds):
+        """Stop qemu-ga inside the guest for ``seconds`` (init restarts it).
+        """
+        try:
+            self.sh('echo %d > /run/snapext-ga-off; kill $(pidof qemu-ga)'
+                    % seconds, timeout=5)
+        except libvirt.libvirtError:
+            pass  # the agent may die before it answers
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                self.agent('guest-ping', timeout=1)
+            except libvirt.libvirtError:
+                return
+            time.sleep(0.3)
+        raise RuntimeError('the guest agent did not stop')
+
+    # -- disks and the counter ---------------------------------------------
+
+    def write_file(self, path, mib=1, seed=''):
+        """Write ``mib`` MiB of fresh data; return its sha256 in the guest.
+        """
+        return self.check_sh(
+            'dd if=/dev/urandom of=%s bs=1M count=%d 2>/dev/null && '
+            '%s sync && sha256sum %s' % (path, mib, seed, path)).split()[0]
+
+    def sha256(self, path):
+        rc, out = self.sh('sha256sum %s' % path)
+        return out.split()[0] if rc == 0 else None
+
+    def ticks(self):
+        """All (counter, monotonic_ms) pairs printed so far, in order."""
+        with open(self.console, 'rb') as f:
+            return [(int(n), int(ms)) for n, ms in TICK_RE.findall(f.read())]
+
+    def last_tick(self):
+        ticks = self.ticks()
+        return ticks[-1] if ticks else None
+
+    def wait_for_tick(self, after=-1, timeout=60):
+        """Wait until the guest prints a counter value above ``after``."""
+        deadline = time.monotonic() + timeout
+        while True:
+            tick = self.last_tick()
+            if tick and tick[0] > after:
+                return tick
+            if time.monotonic() > deadline:
+                raise TimeoutError('guest %s printed no TICK above %s'
+                                   % (self.name, after))
+            time.sleep(0.1)
+
+    def console_size(self):
+        return os.path.getsize(self.console)
+
+    def ticks_since(self, offset):
+        """Ticks printed after byte ``offset`` of the console log."""
+        with open(self.console, 'rb') as f:
+            f.seek(offset)
+            return [(int(n), int(ms)) for n, ms in TICK_RE.findall(f.read())]

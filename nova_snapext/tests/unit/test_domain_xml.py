@@ -1,0 +1,75 @@
+from xml.etree import ElementTree as ET
+
+import testtools
+
+from nova_snapext.capture import domain_xml
+from nova_snapext import exception
+from nova_snapext.tests.unit import fakes
+
+
+class DomainXmlTest(testtools.TestCase):
+
+    def test_writable_disks_skip_cdrom(self):
+        disks = domain_xml.writable_disks(fakes.DOMAIN_XML)
+        self.assertEqual([('vda', '/srv/i/disk', 'qcow2'),
+                          ('vdb', '/srv/v/volume-1', 'qcow2')],
+                         [(d.target, d.path, d.fmt) for d in disks])
+        self.assertEqual(['hdc'],
+                         domain_xml.excluded_targets(fakes.DOMAIN_XML))
+
+    def test_network_disk_is_refused_clearly(self):
+        xml = fakes.DOMAIN_XML.replace(
+            "<disk type='file' device='disk'>\n      <driver name='qemu' "
+            "type='qcow2'/>\n      <source file='/srv/v/volume-1'/>",
+            "<disk type='network' device='disk'>\n      <driver "
+            "name='qemu' type='raw'/>\n      <source protocol='rbd' "
+            "name='v/1'/>")
+        e = self.assertRaises(exception.InvalidRequest,
+                              domain_xml.writable_disks, xml)
+        self.assertIn("disk vdb is of type 'network'", str(e))
+
+    def test_garbage_xml(self):
+        self.assertRaises(exception.InvalidRequest,
+                          domain_xml.writable_disks, '<domain')
+
+    def test_identity(self):
+        self.assertEqual(('instance-00000001',
+                          '6f1c7c1e-0000-4000-8000-000000000001'),
+                         domain_xml.domain_identity(fakes.DOMAIN_XML))
+
+    def test_full_snapshot_xml(self):
+        xml = domain_xml.snapshot_xml(
+            'snapext-1', {'vda': '/o/a', 'vdb': '/o/b'}, ['hdc'], '/m/mem')
+        root = ET.fromstring(xml)
+        self.assertEqual('snapext-1', root.findtext('name'))
+        self.assertEqual({'snapshot': 'external', 'file': '/m/mem'},
+                         root.find('memory').attrib)
+        disks = root.findall('disks/disk')
+        self.assertEqual([('vda', 'external', '/o/a'),
+                          ('vdb', 'external', '/o/b')],
+                         [(d.get('name'), d.get('snapshot'),
+                           d.find('source').get('file')) for d in disks[:2]])
+        self.assertEqual('qcow2', disks[0].find('driver').get('type'))
+        self.assertEqual(('hdc', 'no'),
+                         (disks[2].get('name'), disks[2].get('snapshot')))
+
+    def test_disk_only_snapshot_xml(self):
+        root = ET.fromstring(domain_xml.snapshot_xml('s', {'vda': '/o'}))
+        self.assertEqual('no', root.find('memory').get('snapshot'))
+
+    def test_with_disk_sources(self):
+        xml = domain_xml.with_disk_sources(
+            fakes.DOMAIN_XML, {'vda': '/new/a', 'vdb': '/new/b'})
+        disks = domain_xml.writable_disks(xml)
+        self.assertEqual(['/new/a', '/new/b'], [d.path for d in disks])
+        root = ET.fromstring(xml)
+        self.assertEqual([], root.findall('.//backingStore'))
+        # the read-only config drive is untouched
+        self.assertEqual(['hdc'], domain_xml.excluded_targets(xml))
+        self.assertIn('/srv/i/disk.config', xml)
+
+    def test_with_disk_sources_unknown_target(self):
+        e = self.assertRaises(exception.InvalidRequest,
+                              domain_xml.with_disk_sources,
+                              fakes.DOMAIN_XML, {'vdz': '/x'})
+        self.assertIn('no disk vdz', str(e))

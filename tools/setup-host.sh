@@ -1,0 +1,73 @@
+#!/bin/bash
+# Prepare a Debian 12/13 host (as root) for snapext: packages, libvirt
+# daemons, and the project's virtualenv.  Safe to run repeatedly.
+set -euo pipefail
+
+REPO=$(cd "$(dirname "$0")/.." && pwd)
+VENV=${SNAPEXT_VENV:-$REPO/.venv}
+PYTHON=${PYTHON:-python3}
+
+log() { echo "setup-host: $*"; }
+
+PACKAGES=(qemu-system-x86 qemu-utils libvirt-daemon-system libvirt-clients
+          libvirt-dev pkg-config qemu-guest-agent busybox-static gcc
+          libc6-dev cpio xz-utils zstd kmod e2fsprogs rabbitmq-server
+          python3-venv python3-dev git)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" \
+        || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    log "installing ${missing[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+        --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# QEMU as root: /dev/kvm is 0600 root here, and with an unprivileged QEMU user
+# libvirtd re-probes QEMU's capabilities at every domain start or restore
+# (seconds each time).  Running QEMU as root makes the probe cache stick.
+conf=/etc/libvirt/qemu.conf
+for kv in 'user = "root"' 'group = "root"'; do
+    key=${kv%% *}
+    if ! grep -qx "$kv" "$conf"; then
+        sed -i "/^#\?$key = /d" "$conf"
+        echo "$kv" >> "$conf"
+        restart_libvirtd=1
+    fi
+done
+
+if ! pgrep -x virtlogd >/dev/null; then
+    log "starting virtlogd"
+    virtlogd -d
+fi
+if [ -n "${restart_libvirtd:-}" ] && pgrep -x libvirtd >/dev/null; then
+    log "restarting libvirtd for the new qemu.conf"
+    pkill -x libvirtd
+    for _ in $(seq 50); do pgrep -x libvirtd >/dev/null || break; sleep 0.1; done
+fi
+if ! pgrep -x libvirtd >/dev/null; then
+    log "starting libvirtd"
+    libvirtd -d
+fi
+for _ in $(seq 100); do
+    virsh -c qemu:///system version >/dev/null 2>&1 && break
+    sleep 0.1
+done
+virsh -c qemu:///system version >/dev/null
+
+# The venv is rebuilt only when the requirements change.
+stamp=$VENV/.snapext-requirements
+want=$(cat "$REPO"/requirements.txt "$REPO"/test-requirements.txt | sha256sum)
+if [ ! -x "$VENV/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+    log "building the virtualenv in $VENV"
+    "$PYTHON" -m venv "$VENV"
+    "$VENV/bin/pip" install -q -U pip wheel setuptools
+    "$VENV/bin/pip" install -q -r "$REPO/requirements.txt" \
+        -r "$REPO/test-requirements.txt"
+    echo "$want" > "$stamp"
+fi
+"$VENV/bin/pip" install -q --no-deps -e "$REPO"
+log "host ready (libvirt $(virsh -c qemu:///system version | awk '/Running hypervisor/{print $NF}'))"
