@@ -58,6 +58,9 @@ class Engine(object):
         self.store = store or stores.load(conf.snapext.store, conf)
         self._conn = conn
         self._progress = progress
+        # libvirt prints every error to stderr by default; the engine turns
+        # them into exceptions with messages, so printing is just noise.
+        libvirt.registerErrorHandler(lambda ctx, err: None, None)
 
     @property
     def conn(self):

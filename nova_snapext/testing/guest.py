@@ -13,6 +13,7 @@ import os
 import re
 import shutil
 import subprocess
+import threading
 import time
 from xml.sax import saxutils
 
@@ -240,8 +241,73 @@ class Guest(object):
     def console_size(self):
         return os.path.getsize(self.console)
 
+    def resumed_tick(self, offset, timeout=60):
+        """The first counter value printed by a reverted guest, or None.
+
+        ``offset`` is the console size taken before the revert.  The old
+        QEMU may print a few more ticks before it is destroyed and the
+        restored one appends after, so the revert shows as the counter
+        dropping back below its predecessor.
+        """
+        with open(self.console, 'rb') as f:
+            head = TICK_RE.findall(f.read(offset))
+        previous = [int(head[-1][0])] if head else []
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            ticks = previous + [n for n, _ in self.ticks_since(offset)]
+            for before, after in zip(ticks, ticks[1:]):
+                if after < before:
+                    return after
+            time.sleep(0.1)
+        return None
+
     def ticks_since(self, offset):
         """Ticks printed after byte ``offset`` of the console log."""
         with open(self.console, 'rb') as f:
             f.seek(offset)
             return [(int(n), int(ms)) for n, ms in TICK_RE.findall(f.read())]
+
+
+class TickWatcher(threading.Thread):
+    """Timestamps each TICK as the host sees it arrive on the console.
+
+    The guest's own clock stops while QEMU is paused (TCG), so a pause shows
+    only on the host side: as the largest gap between two arrivals.
+    """
+
+    def __init__(self, guest, interval=0.005):
+        super().__init__(daemon=True)
+        self.path = guest.console
+        self.interval = interval
+        self.arrivals = []
+        self._done = threading.Event()
+        self._offset = os.path.getsize(self.path)
+
+    def run(self):
+        pending = b''
+        with open(self.path, 'rb') as f:
+            f.seek(self._offset)
+            while not self._done.is_set():
+                chunk = f.read()
+                now = time.monotonic()
+                if chunk:
+                    pending += chunk
+                    lines = pending.split(b'\n')
+                    pending = lines.pop()
+                    for line in lines:
+                        m = TICK_RE.match(line)
+                        if m:
+                            self.arrivals.append((now, int(m.group(1))))
+                else:
+                    time.sleep(self.interval)
+
+    def stop(self):
+        self._done.set()
+        self.join()
+
+    def largest_gap_ms(self, since=None, until=None):
+        times = [t for t, _ in self.arrivals
+                 if (since is None or t >= since)
+                 and (until is None or t <= until)]
+        gaps = [b - a for a, b in zip(times, times[1:])]
+        return round(max(gaps) * 1000, 1) if gaps else None

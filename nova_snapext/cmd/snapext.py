@@ -1,0 +1,181 @@
+"""The ``snapext`` operator command: snapshot, list, revert, delete, demo."""
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+import uuid
+
+import libvirt
+from oslo_config import cfg
+from oslo_log import log as logging
+
+from nova_snapext.capture import engine as engine_mod
+from nova_snapext import conf as snapext_conf
+from nova_snapext import exception
+
+LOG = logging.getLogger(__name__)
+
+
+def _engine(conf, progress=None):
+    return engine_mod.Engine(conf, progress=progress)
+
+
+def cmd_take(conf, args):
+    record = _engine(conf).take(args.domain, memory=not args.disk_only,
+                                quiesce_policy=args.quiesce)
+    print(json.dumps({k: record[k] for k in
+                      ('id', 'parent_id', 'kind', 'quiesce', 'timings_ms')},
+                     indent=2))
+
+
+def cmd_list(conf, args):
+    print(json.dumps(_engine(conf).tree(args.domain), indent=2))
+
+
+def cmd_show(conf, args):
+    print(json.dumps(_engine(conf).store.get(args.snapshot), indent=2))
+
+
+def cmd_revert(conf, args):
+    _engine(conf).revert(args.snapshot)
+    print('reverted to %s' % args.snapshot)
+
+
+def cmd_delete(conf, args):
+    _engine(conf).delete(args.snapshot)
+    print('deleted %s' % args.snapshot)
+
+
+def cmd_demo(conf, args):
+    """Boot the real guest, snapshot, change it, revert, prove it inside."""
+    from nova_snapext.testing import guest as guest_mod
+
+    workdir = tempfile.mkdtemp(prefix='snapext-demo.', dir=args.workdir)
+    conf.set_override('file_store_path', os.path.join(workdir, 'store'),
+                      'snapext')
+    conf.set_override('lock_path', os.path.join(workdir, 'locks'), 'snapext')
+    conn = libvirt.open(conf.snapext.libvirt_uri)
+    guest = guest_mod.Guest(conn, 'snapext-demo-%s' % uuid.uuid4().hex[:6],
+                            os.path.join(workdir, 'guest'),
+                            memory_mib=args.memory_mib)
+    say = print
+    try:
+        say('== building the guest image and booting %s (TCG)' % guest.name)
+        guest.define()
+        say('   guest agent answered after %.1f s' % guest.boot())
+        before = guest.write_file('/mnt/vdb/before.bin', mib=4)
+        say('   wrote /mnt/vdb/before.bin, sha256 %s' % before[:16])
+
+        say('== full snapshot: memory + CPU state + vda, vdb, vdc, quiesced')
+        seen = {}
+
+        def watch(stage, **kw):
+            if stage == 'frozen':
+                seen['freeze_status'] = guest.freeze_status()
+                seen['frozen_at'] = time.monotonic()
+            elif stage == 'captured':
+                seen['tick'] = guest.last_tick()[0]
+                seen['captured_at'] = time.monotonic()
+
+        watcher = guest_mod.TickWatcher(guest)
+        watcher.start()
+        engine = _engine(conf, progress=watch)
+        requested = time.monotonic()
+        record = engine.take(guest.name, quiesce_policy='preferred')
+        guest.wait_for_tick(after=seen['tick'] + 5)
+        watcher.stop()
+        say('   snapshot %s' % record['id'])
+        say('   agent status during capture: %s; after: %s'
+            % (seen.get('freeze_status'), guest.freeze_status()))
+        say('   frozen window %s ms; request to guest resumed %.0f ms; '
+            'largest tick gap %s ms (ticks every 100 ms)'
+            % (record['quiesce']['frozen_ms'],
+               (seen['captured_at'] - requested) * 1000,
+               watcher.largest_gap_ms(since=requested)))
+        say('   memory image %.1f MiB; counter at snapshot: %d'
+            % (record['memory']['bytes'] / 2 ** 20, seen['tick']))
+
+        say('== changing the guest')
+        guest.wait_for_tick(after=seen['tick'] + 30)
+        guest.write_file('/mnt/vdb/after.bin', mib=4)
+        guest.check_sh('echo changed >> /mnt/vdb/before.bin; sync')
+        say('   counter now %d; wrote /mnt/vdb/after.bin; changed '
+            'before.bin' % guest.last_tick()[0])
+
+        say('== revert to %s' % record['id'])
+        offset = guest.console_size()
+        started = time.monotonic()
+        engine.revert(record['id'])
+        reverted_s = time.monotonic() - started
+        resumed = guest.resumed_tick(offset)
+        say('   revert took %.1f s' % reverted_s)
+        say('== proof from inside the guest')
+        say('   counter resumed at %s (snapshot at %d)' % (resumed,
+                                                          seen['tick']))
+        say('   after.bin present: %s' % (
+            guest.sha256('/mnt/vdb/after.bin') is not None))
+        now = guest.sha256('/mnt/vdb/before.bin')
+        say('   before.bin sha256 %s (%s)' % (
+            now[:16], 'unchanged' if now == before else 'DIFFERENT'))
+        ok = (resumed is not None and abs(resumed - seen['tick'] - 1) <= 2
+              and now == before
+              and guest.sha256('/mnt/vdb/after.bin') is None)
+        say('== demo %s' % ('PASSED' if ok else 'FAILED'))
+        return 0 if ok else 1
+    finally:
+        if not args.keep:
+            guest.destroy()
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(prog='snapext', description=__doc__)
+    parser.add_argument('--config-file', action='append', default=[])
+    sub = parser.add_subparsers(dest='command', required=True)
+
+    p = sub.add_parser('take', help='snapshot a domain')
+    p.add_argument('domain', help='libvirt domain name or UUID')
+    p.add_argument('--disk-only', action='store_true')
+    p.add_argument('--quiesce', choices=('required', 'preferred', 'off'))
+    p.set_defaults(func=cmd_take)
+
+    p = sub.add_parser('list', help="a domain's snapshot tree")
+    p.add_argument('domain')
+    p.set_defaults(func=cmd_list)
+
+    for name, func, text in (('show', cmd_show, 'print a snapshot record'),
+                             ('revert', cmd_revert, 'revert to a snapshot'),
+                             ('delete', cmd_delete, 'delete a snapshot')):
+        p = sub.add_parser(name, help=text)
+        p.add_argument('snapshot')
+        p.set_defaults(func=func)
+
+    p = sub.add_parser('demo', help='snapshot and revert the real test guest')
+    p.add_argument('--workdir', default='/var/tmp')
+    p.add_argument('--memory-mib', type=int, default=256)
+    p.add_argument('--keep', action='store_true',
+                   help='leave the demo guest and its files behind')
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    conf = cfg.ConfigOpts()
+    snapext_conf.register_opts(conf)
+    logging.register_options(conf)
+    conf([], project='snapext', default_config_files=args.config_file)
+    logging.setup(conf, 'snapext')
+    try:
+        return args.func(conf, args) or 0
+    except exception.SnapextError as exc:
+        print('snapext: error: %s' % exc, file=sys.stderr)
+        return 1
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,148 @@
+"""The capture engine proven from inside the real guest."""
+
+import os
+
+import libvirt
+
+from nova_snapext import exception
+from nova_snapext.tests.functional import base
+
+BEFORE = '/mnt/%s/before.bin'
+AFTER = '/mnt/%s/after.bin'
+
+
+class FullSnapshotRevertTest(base.GuestTestCase):
+
+    def test_full_snapshot_quiesced_and_reverted(self):
+        g = self.guest
+        before = {d: g.write_file(BEFORE % d) for d in g.disk_targets}
+        seen = {}
+
+        def watch(stage, **kw):
+            if stage == 'frozen':
+                seen['during'] = g.freeze_status()
+            elif stage == 'captured':
+                seen['tick'] = g.last_tick()[0]
+
+        self.engine._progress = watch
+        record = self.engine.take(g.name, memory=True,
+                                  quiesce_policy='required')
+
+        # quiesce really happened, and for a bounded window
+        self.assertEqual('frozen', seen['during'])
+        self.assertEqual('thawed', g.freeze_status())
+        self.assertEqual('frozen', record['quiesce']['outcome'])
+        self.assertGreater(record['quiesce']['frozen_ms'], 0)
+        self.assertLess(record['quiesce']['frozen_ms'], 1000)
+        self.assertEqual('full', record['kind'])
+        self.assertEqual(sorted(g.disk_targets),
+                         sorted(d['target'] for d in record['disks']))
+        self.assertEqual(record['id'], self.engine.current(g.name))
+
+        # the guest moves on: counter, new files, a changed old file
+        g.wait_for_tick(after=seen['tick'] + 20)
+        for d in g.disk_targets:
+            g.write_file(AFTER % d)
+            g.check_sh('echo changed >> %s; sync' % (BEFORE % d))
+        offset = g.console_size()
+
+        self.engine.revert(record['id'])
+
+        self.assertCounterContinues(offset, seen['tick'])
+        self.assertRunningAndThawed()
+        self.assertEqual('thawed', g.freeze_status())
+        for d in g.disk_targets:
+            self.assertIsNone(g.sha256(AFTER % d), 'disk %s kept %s'
+                              % (d, AFTER % d))
+            self.assertEqual(before[d], g.sha256(BEFORE % d))
+        # the post-snapshot overlays were discarded: one fresh one per disk
+        # sits on the snapshot's state files (the original disks)
+        self.assertEqual(len(g.disk_targets), len(self.overlay_files()))
+        self.assertEqual(record['id'], self.engine.current(g.name))
+
+
+class QuiesceWithoutAgentTest(base.GuestTestCase):
+
+    def test_required_fails_cleanly_and_preferred_proceeds(self):
+        g = self.guest
+        g.stop_agent(600)
+
+        e = self.assertRaises(exception.QuiesceRequired, self.engine.take,
+                              g.name, quiesce_policy='required')
+        self.assertIn('could not freeze', str(e))
+        self.assertEqual([], self.overlay_files())
+        self.assertEqual([], self.engine.list(g.name))
+        self.assertEqual([], self.staging_dirs())
+        self.assertEqual(libvirt.VIR_DOMAIN_RUNNING, g.dom.state()[0])
+        self.assertRunningAndThawed()
+
+        record = self.engine.take(g.name, quiesce_policy='preferred')
+        self.assertEqual('agent-unavailable', record['quiesce']['outcome'])
+        self.assertIsNone(record['quiesce']['frozen_ms'])
+        self.assertEqual(len(g.disk_targets), len(self.overlay_files()))
+        self.assertRunningAndThawed()
+
+
+class BranchesTest(base.GuestTestCase):
+    """A, change, B; revert to A, change, C; revert to B and to C; delete
+    A; B and C still revert."""
+
+    def marker(self, name):
+        for d in self.guest.disk_targets:
+            self.guest.check_sh('echo %s > /mnt/%s/%s; sync' % (name, d, name))
+
+    def markers(self):
+        return {d: sorted(self.guest.check_sh(
+            'ls /mnt/%s | grep -x "[ABC]" || true' % d).split())
+            for d in self.guest.disk_targets}
+
+    def take(self):
+        tick = {}
+        self.engine._progress = (
+            lambda stage, **kw: tick.setdefault(
+                'n', self.guest.last_tick()[0]) if stage == 'captured'
+            else None)
+        record = self.engine.take(self.guest.name)
+        return record, tick['n']
+
+    def revert(self, record, tick, expect):
+        g = self.guest
+        g.wait_for_tick(after=g.last_tick()[0] + 10)
+        offset = g.console_size()
+        self.engine.revert(record['id'])
+        self.assertCounterContinues(offset, tick)
+        self.assertEqual({d: expect for d in g.disk_targets}, self.markers())
+
+    def test_branches_and_delete(self):
+        self.marker('A')
+        a, a_tick = self.take()
+        self.marker('B')
+        b, b_tick = self.take()
+        self.assertEqual(a['id'], b['parent_id'])
+        self.revert(a, a_tick, ['A'])
+        self.marker('C')
+        c, c_tick = self.take()
+        self.assertEqual(a['id'], c['parent_id'])
+
+        tree = self.engine.tree(self.guest.name)
+        self.assertEqual(c['id'], tree['current'])
+        self.assertEqual([b['id'], c['id']],
+                         [n['id'] for n in tree['snapshots'][0]['children']])
+
+        self.revert(b, b_tick, ['A', 'B'])
+        self.revert(c, c_tick, ['A', 'C'])
+
+        self.engine.delete(a['id'])
+        self.assertEqual(sorted([b['id'], c['id']]),
+                         sorted(m['id'] for m in self.engine.list(
+                             self.guest.name)))
+        self.assertTrue(all(m['parent_id'] is None
+                            for m in self.engine.list(self.guest.name)))
+        for d in a['disks']:
+            self.assertFalse(os.path.exists(d['path']) and d['path'] not in
+                             {x['path'] for m in self.engine.list(
+                                 self.guest.name) for x in m['disks']})
+
+        self.revert(b, b_tick, ['A', 'B'])
+        self.revert(c, c_tick, ['A', 'C'])
+        self.assertRaises(exception.NotFound, self.engine.revert, a['id'])
