@@ -121,7 +121,8 @@ def loads(text, source='manifest'):
     try:
         manifest = json.loads(text)
     except (TypeError, ValueError) as exc:
-        raise exception.ManifestError('%s is not valid JSON: %s' % (source, exc))
+        raise exception.ManifestError(
+            '%s is not valid JSON: %s' % (source, exc))
     return validate(manifest)
 
 

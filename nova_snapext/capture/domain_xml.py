@@ -48,7 +48,8 @@ def writable_disks(domain_xml):
                 'only' % (target, disk_el.get('type')))
         source = disk_el.find('source')
         if source is None or not source.get('file'):
-            raise exception.InvalidRequest('disk %s has no source file' % target)
+            raise exception.InvalidRequest(
+                'disk %s has no source file' % target)
         driver = disk_el.find('driver')
         fmt = driver.get('type', 'raw') if driver is not None else 'raw'
         disks.append(Disk(target, source.get('file'), fmt))

@@ -114,8 +114,8 @@ def cmd_demo(conf, args):
         resumed = guest.resumed_tick(offset)
         say('   revert took %.1f s' % reverted_s)
         say('== proof from inside the guest')
-        say('   counter resumed at %s (snapshot at %d)' % (resumed,
-                                                          seen['tick']))
+        say('   counter resumed at %s (snapshot at %d)'
+            % (resumed, seen['tick']))
         say('   after.bin present: %s' % (
             guest.sha256('/mnt/vdb/after.bin') is not None))
         now = guest.sha256('/mnt/vdb/before.bin')

@@ -70,8 +70,11 @@ def build_image():
 
 
 def virt_type():
-    """TCG unless asked for KVM: /dev/kvm here is a nested module that
-    cannot run a stock kernel (see the README)."""
+    """The libvirt domain type for the guest: TCG unless asked for KVM.
+
+    /dev/kvm on these machines is a nested module that cannot run a stock
+    kernel (see the README).
+    """
     return os.environ.get('SNAPEXT_VIRT_TYPE', 'qemu')
 
 
@@ -188,8 +191,7 @@ class Guest(object):
         return self.agent('guest-fsfreeze-status')
 
     def stop_agent(self, seconds):
-        """Stop qemu-ga inside the guest for ``seconds`` (init restarts it).
-        """
+        """Stop qemu-ga inside the guest; its init restarts it later."""
         try:
             self.sh('echo %d > /run/snapext-ga-off; kill $(pidof qemu-ga)'
                     % seconds, timeout=5)
@@ -206,12 +208,11 @@ class Guest(object):
 
     # -- disks and the counter ---------------------------------------------
 
-    def write_file(self, path, mib=1, seed=''):
-        """Write ``mib`` MiB of fresh data; return its sha256 in the guest.
-        """
+    def write_file(self, path, mib=1):
+        """Write ``mib`` MiB of random data; return the guest's sha256."""
         return self.check_sh(
             'dd if=/dev/urandom of=%s bs=1M count=%d 2>/dev/null && '
-            '%s sync && sha256sum %s' % (path, mib, seed, path)).split()[0]
+            'sync && sha256sum %s' % (path, mib, path)).split()[0]
 
     def sha256(self, path):
         rc, out = self.sh('sha256sum %s' % path)

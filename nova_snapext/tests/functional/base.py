@@ -43,8 +43,8 @@ class GuestTestCase(testtools.TestCase):
         self.conn = _connect()
         self.addCleanup(self.conn.close)
         os.makedirs(WORK_ROOT, exist_ok=True)
-        self.workdir = tempfile.mkdtemp(prefix='%s.' % self.id().split('.')[-1],
-                                        dir=WORK_ROOT)
+        self.workdir = tempfile.mkdtemp(
+            prefix='%s.' % self.id().split('.')[-1], dir=WORK_ROOT)
         self.conf = cfg.ConfigOpts()
         snapext_conf.register_opts(self.conf)
         self.conf([], project='snapext')

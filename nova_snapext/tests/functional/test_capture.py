@@ -84,8 +84,11 @@ class QuiesceWithoutAgentTest(base.GuestTestCase):
 
 
 class BranchesTest(base.GuestTestCase):
-    """A, change, B; revert to A, change, C; revert to B and to C; delete
-    A; B and C still revert."""
+    """Two branches under one root, and deleting the root.
+
+    A, change, B; revert to A, change, C; revert to B and to C; delete A;
+    B and C still revert.
+    """
 
     def marker(self, name):
         for d in self.guest.disk_targets:

@@ -1,0 +1,47 @@
+#!/bin/bash
+# The project's test command: sets up the host (packages, libvirtd, venv,
+# the guest image) and runs style checks, unit tests and the real-guest
+# functional tests.  Exits non-zero on any failure.
+set -euo pipefail
+REPO=$(cd "$(dirname "$0")/.." && pwd)
+cd "$REPO"
+
+bash tools/setup-host.sh
+bash tools/guest/build.sh >/dev/null
+# Setup guarantees libvirtd: a real-guest test must fail, never skip.
+export SNAPEXT_REQUIRE_GUEST=1
+# shellcheck disable=SC1091
+. "${SNAPEXT_VENV:-$REPO/.venv}/bin/activate"
+
+passed=0
+failed=0
+run_stestr() {
+    local name=$1; shift
+    echo "== $name"
+    local out rc=0
+    out=$(mktemp)
+    stestr "$@" 2>&1 | tee "$out" || rc=$?
+    passed=$((passed + $(sed -n 's/^ - Passed: //p' "$out" | tail -1)))
+    failed=$((failed + $(sed -n 's/^ - Failed: //p' "$out" | tail -1)))
+    rm -f "$out"
+    return $rc
+}
+
+status=0
+echo "== pep8"
+flake8 || status=1
+echo "== genconfig (the sample config must be current)"
+sample=$(mktemp)
+oslo-config-generator --config-file etc/snapext-config-generator.conf \
+    --output-file "$sample"
+if ! diff -u etc/snapext.conf.sample "$sample"; then
+    echo "etc/snapext.conf.sample is stale: run 'tox -e genconfig'"
+    status=1
+fi
+rm -f "$sample"
+run_stestr unit --test-path ./nova_snapext/tests/unit run || status=1
+run_stestr functional --test-path ./nova_snapext/tests/functional \
+    run --concurrency 2 || status=1
+
+echo "tests: $passed passed, $failed failed"
+exit $status
