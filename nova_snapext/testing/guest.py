@@ -37,6 +37,7 @@ DOMAIN_XML = """<domain type='{virt_type}'>
     <initrd>{initrd}</initrd>
     <cmdline>console=ttyS0 quiet panic=-1</cmdline>
   </os>
+  <features><acpi/></features>
   <on_poweroff>destroy</on_poweroff>
   <on_reboot>restart</on_reboot>
   <on_crash>destroy</on_crash>
