@@ -410,11 +410,12 @@ class Engine(object):
             elif isinstance(step, chain.PullLive):
                 self._report('block-pull', disk=step.target)
                 dom.blockRebase(step.target, step.base, 0, 0)
-                self._wait_block_job(dom, step.target)
+                self._wait_block_job(dom, step.target,
+                                     dropped=states[step.target])
             elif isinstance(step, chain.CommitLive):
                 self._report('block-commit', disk=step.target, top=step.top)
                 dom.blockCommit(step.target, step.base, step.top, 0, 0)
-                self._wait_block_job(dom, step.target)
+                self._wait_block_job(dom, step.target, dropped=step.top)
             elif isinstance(step, chain.Relocate):
                 relocated[step.old_path] = step.new_path
         self._update_records(manifests, record, relocated)
@@ -443,12 +444,17 @@ class Engine(object):
             if changed:
                 self.store.update(m)
 
-    def _wait_block_job(self, dom, target):
+    def _wait_block_job(self, dom, target, dropped):
+        """Wait for a pull or commit; check ``dropped`` left the chain.
+
+        A finished job and a failed one both simply vanish from
+        blockJobInfo, so success is judged by the chain itself.
+        """
         deadline = time.monotonic() + self.conf.snapext.block_job_timeout
         while True:
             info = dom.blockJobInfo(target, 0)
             if not info:
-                return
+                break
             if time.monotonic() > deadline:
                 dom.blockJobAbort(target, 0)
                 raise exception.SnapextError(
@@ -457,3 +463,12 @@ class Engine(object):
             self._report('block-job', disk=target, cur=info.get('cur'),
                          end=info.get('end'))
             time.sleep(0.2)
+        active = {d.target: d.path for d in
+                  domain_xml.writable_disks(dom.XMLDesc(0))}[target]
+        path = active
+        while path:
+            if path == dropped:
+                raise exception.SnapextError(
+                    'block job on %s of %s failed: %s is still in its '
+                    'chain' % (target, dom.name(), dropped))
+            path = qemu_img.backing_file(path)

@@ -2,8 +2,10 @@
 
 import os
 
+import fixtures
 import libvirt
 
+from nova_snapext.capture import domain_xml
 from nova_snapext import exception
 from nova_snapext.tests.functional import base
 
@@ -149,3 +151,60 @@ class BranchesTest(base.GuestTestCase):
         self.revert(b, b_tick, ['A', 'B'])
         self.revert(c, c_tick, ['A', 'C'])
         self.assertRaises(exception.NotFound, self.engine.revert, a['id'])
+
+
+class CaptureFailureTest(base.GuestTestCase):
+
+    def test_libvirt_failure_leaves_nothing_and_guest_thawed(self):
+        # One overlay libvirt cannot create: it fails after the freeze and
+        # after it may have created the others.
+        real = domain_xml.snapshot_xml
+
+        def unwritable_vdc(name, overlays, excluded=(), memory_file=None):
+            overlays = dict(overlays, vdc='/nonexistent-dir/vdc.overlay')
+            return real(name, overlays, excluded, memory_file)
+
+        self.useFixture(fixtures.MonkeyPatch(
+            'nova_snapext.capture.domain_xml.snapshot_xml', unwritable_vdc))
+        e = self.assertRaises(exception.CaptureFailed, self.engine.take,
+                              self.guest.name, quiesce_policy='required')
+        self.assertIn('snapshot of %s failed' % self.guest.name, str(e))
+        self.assertEqual('thawed', self.guest.freeze_status())
+        self.assertEqual([], self.overlay_files())
+        self.assertEqual([], self.staging_dirs())
+        self.assertEqual([], self.engine.list(self.guest.name))
+        self.assertRunningAndThawed()
+        # the guest still writes to its original disks
+        self.guest.write_file('/mnt/vdc/still-writable.bin')
+
+
+class DiskOnlyTest(base.GuestTestCase):
+
+    def test_disk_only_snapshots_revert_and_delete_offline(self):
+        g = self.guest
+        before = g.write_file(BEFORE % 'vdb')
+        first = self.engine.take(g.name, memory=False,
+                                 quiesce_policy='required')
+        self.assertEqual('disks', first['kind'])
+        self.assertIsNone(first['memory'])
+        self.assertEqual('frozen', first['quiesce']['outcome'])
+        g.write_file(AFTER % 'vdb')
+        second = self.engine.take(g.name, memory=False)
+        self.assertEqual(first['id'], second['parent_id'])
+
+        # a disk-only revert boots the disks cold
+        self.engine.revert(first['id'])
+        g.wait_for_agent()
+        self.assertEqual(before, g.sha256(BEFORE % 'vdb'))
+        self.assertIsNone(g.sha256(AFTER % 'vdb'))
+
+        # delete the root while the domain is off: offline rebase
+        g.dom.destroy()
+        self.engine.delete(first['id'])
+        self.assertEqual([second['id']],
+                         [m['id'] for m in self.engine.list(g.name)])
+        self.engine.revert(second['id'])
+        g.refresh().create()
+        g.wait_for_agent()
+        self.assertEqual(before, g.sha256(BEFORE % 'vdb'))
+        self.assertIsNotNone(g.sha256(AFTER % 'vdb'))
