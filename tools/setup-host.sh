@@ -12,7 +12,7 @@ log() { echo "setup-host: $*"; }
 PACKAGES=(qemu-system-x86 qemu-utils libvirt-daemon-system libvirt-clients
           libvirt-dev pkg-config qemu-guest-agent busybox-static gcc
           libc6-dev cpio xz-utils zstd kmod e2fsprogs rabbitmq-server
-          python3-venv python3-dev git)
+          python3-venv python3-dev git tini)
 
 missing=()
 for p in "${PACKAGES[@]}"; do
@@ -49,8 +49,11 @@ if [ -n "${restart_libvirtd:-}" ] && pgrep -x libvirtd >/dev/null; then
     for _ in $(seq 50); do pgrep -x libvirtd >/dev/null || break; sleep 0.1; done
 fi
 if ! pgrep -x libvirtd >/dev/null; then
-    log "starting libvirtd"
-    libvirtd -d
+    # Without systemd, QEMU (daemonized by libvirtd) is re-parented to PID 1;
+    # a container init that reaps late makes libvirtd wait about 1.4 s for
+    # every QEMU exit (destroy, revert).  tini as a subreaper reaps at once.
+    log "starting libvirtd under tini"
+    setsid tini -s -- libvirtd </dev/null >>/var/log/snapext-libvirtd.log 2>&1 &
 fi
 for _ in $(seq 100); do
     virsh -c qemu:///system version >/dev/null 2>&1 && break
@@ -58,16 +61,26 @@ for _ in $(seq 100); do
 done
 virsh -c qemu:///system version >/dev/null
 
-# The venv is rebuilt only when the requirements change.
+# The venv is rebuilt only when the requirements or the entry points change.
 stamp=$VENV/.snapext-requirements
-want=$(cat "$REPO"/requirements.txt "$REPO"/test-requirements.txt | sha256sum)
+want=$(cat "$REPO"/requirements.txt "$REPO"/test-requirements.txt \
+       "$REPO"/setup.cfg | sha256sum)
 if [ ! -x "$VENV/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     log "building the virtualenv in $VENV"
-    "$PYTHON" -m venv "$VENV"
-    "$VENV/bin/pip" install -q -U pip wheel setuptools
-    "$VENV/bin/pip" install -q -r "$REPO/requirements.txt" \
-        -r "$REPO/test-requirements.txt"
+    piplog=$(mktemp)
+    if ! { "$PYTHON" -m venv "$VENV" &&
+           "$VENV/bin/pip" install -U pip wheel setuptools &&
+           "$VENV/bin/pip" install -r "$REPO/requirements.txt" \
+               -r "$REPO/test-requirements.txt" &&
+           "$VENV/bin/pip" install --no-deps -e "$REPO"; } >"$piplog" 2>&1
+    then
+        tail -n 40 "$piplog"
+        log "error: pip failed (full log: $piplog)"
+        exit 1
+    fi
+    rm -f "$piplog"
     echo "$want" > "$stamp"
 fi
-"$VENV/bin/pip" install -q --no-deps -e "$REPO"
-log "host ready (libvirt $(virsh -c qemu:///system version | awk '/Running hypervisor/{print $NF}'))"
+versions=$(virsh -c qemu:///system version --daemon)
+log "host ready: libvirt $(awk '/daemon:/{print $NF}' <<<"$versions"),\
+ QEMU $(awk '/hypervisor:/{print $NF}' <<<"$versions")"

@@ -4,6 +4,7 @@ Drives libvirt and qemu-img; the decisions (XML, chain plans, the record)
 come from the pure modules next to it.
 """
 
+import contextlib
 import hashlib
 import os
 import time
@@ -42,6 +43,15 @@ def _sha256(path):
 
 def _elapsed_ms(since):
     return round((time.monotonic() - since) * 1000, 1)
+
+
+@contextlib.contextmanager
+def _timed(timings, key):
+    started = time.monotonic()
+    try:
+        yield
+    finally:
+        timings[key] = _elapsed_ms(started)
 
 
 class Engine(object):
@@ -164,9 +174,8 @@ class Engine(object):
             with quiesce.frozen(dom, q_policy) as q:
                 if q.outcome == manifest_mod.QUIESCE_FROZEN:
                     self._report('frozen', snapshot=snapshot_id)
-                call_started = time.monotonic()
-                dom.snapshotCreateXML(snap_xml, flags)
-                timings['snapshot_call'] = _elapsed_ms(call_started)
+                with _timed(timings, 'snapshot_call'):
+                    dom.snapshotCreateXML(snap_xml, flags)
             self._report('captured', snapshot=snapshot_id,
                          quiesce=q.outcome, frozen_ms=q.frozen_ms,
                          snapshot_call_ms=timings['snapshot_call'])
@@ -285,43 +294,49 @@ class Engine(object):
                      domain=dom.name())
         was_active = dom.isActive()
         created = []
+        timings = {}
         try:
-            for disk in record['disks']:
-                qemu_img.create_overlay(overlays[disk['target']],
-                                        disk['path'], disk['format'])
-                created.append(overlays[disk['target']])
+            with _timed(timings, 'overlays'):
+                for disk in record['disks']:
+                    qemu_img.create_overlay(overlays[disk['target']],
+                                            disk['path'], disk['format'])
+                    created.append(overlays[disk['target']])
             restore_xml = None
             if full:
                 restore_xml = domain_xml.with_disk_sources(
                     self.conn.saveImageGetXMLDesc(
                         memory_file, libvirt.VIR_DOMAIN_SAVE_IMAGE_XML_SECURE),
                     overlays)
-            if was_active:
-                dom.destroy()
+            with _timed(timings, 'destroy'):
+                if was_active:
+                    dom.destroy()
             if dom.isPersistent():
                 self.conn.defineXML(domain_xml.with_disk_sources(
                     dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE |
                                 libvirt.VIR_DOMAIN_XML_SECURE),
                     overlays))
-            if full:
-                self.conn.restoreFlags(memory_file, restore_xml,
-                                       libvirt.VIR_DOMAIN_SAVE_RUNNING)
-            elif was_active:
-                dom.create()
+            with _timed(timings, 'restore' if full else 'boot'):
+                if full:
+                    self.conn.restoreFlags(memory_file, restore_xml,
+                                           libvirt.VIR_DOMAIN_SAVE_RUNNING)
+                elif was_active:
+                    dom.create()
         except Exception as exc:
             self._undo_revert(dom, record, created, current_disks, was_active)
             raise exception.RevertFailed(
                 'revert of %s to %s failed: %s'
                 % (dom.name(), record['id'], exc)) from exc
         self._report('restored', snapshot=record['id'],
-                     restore_ms=_elapsed_ms(started))
+                     **{k + '_ms': v for k, v in timings.items()})
         if full and (record['quiesce']['outcome'] ==
                      manifest_mod.QUIESCE_FROZEN):
             # The memory image was taken with the filesystems frozen.
-            quiesce.thaw_restored(
-                self._lookup(record['instance_uuid']),
-                self.conf.snapext.thaw_after_restore_timeout)
-            self._report('thawed', snapshot=record['id'])
+            with _timed(timings, 'thaw'):
+                quiesce.thaw_restored(
+                    self._lookup(record['instance_uuid']),
+                    self.conf.snapext.thaw_after_restore_timeout)
+            self._report('thawed', snapshot=record['id'],
+                         thaw_ms=timings['thaw'])
         states = {d['path'] for m in self.store.list(record['instance_uuid'])
                   for d in m['disks']}
         for path in chain.discarded_by_revert(
