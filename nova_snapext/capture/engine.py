@@ -122,11 +122,13 @@ class Engine(object):
     # -- take --------------------------------------------------------------
 
     def take(self, domain, memory=True, quiesce_policy=None, disk_roles=None,
-             extra=None):
+             extra=None, targets=None):
         """Capture memory + device state + every disk at one instant.
 
         :param memory: False for a disk-only snapshot
         :param quiesce_policy: required | preferred | off (default: config)
+        :param targets: capture only these disks (e.g. the volumes of one
+            Cinder group); default: every writable disk
         :param disk_roles: {target: {'role': ..., 'volume_id': ...}}
         :param extra: more top-level manifest fields (image_id, nova)
         :returns: the committed manifest
@@ -135,9 +137,9 @@ class Engine(object):
         policy = quiesce_policy or self.conf.snapext.quiesce_policy
         with self._lock(dom.UUIDString()):
             return self._take(dom, memory, policy, disk_roles or {},
-                              extra or {})
+                              extra or {}, targets)
 
-    def _take(self, dom, memory, policy, disk_roles, extra):
+    def _take(self, dom, memory, policy, disk_roles, extra, targets):
         started = time.monotonic()
         instance_uuid = dom.UUIDString()
         running = dom.isActive()
@@ -147,6 +149,19 @@ class Engine(object):
                 'running' % dom.name())
         xml = dom.XMLDesc(0)
         disks = domain_xml.writable_disks(xml)
+        excluded = domain_xml.excluded_targets(xml)
+        if targets is not None:
+            if memory:
+                raise exception.InvalidRequest(
+                    'a memory snapshot must cover every writable disk: the '
+                    'memory would not match the disks left out')
+            unknown = set(targets) - {d.target for d in disks}
+            if unknown:
+                raise exception.InvalidRequest(
+                    'domain %s has no writable disk %s'
+                    % (dom.name(), ', '.join(sorted(unknown))))
+            excluded += [d.target for d in disks if d.target not in targets]
+            disks = [d for d in disks if d.target in targets]
         if not disks:
             raise exception.InvalidRequest(
                 'domain %s has no disk to snapshot' % dom.name())
@@ -160,8 +175,7 @@ class Engine(object):
         staging = self.store.stage(instance_uuid, snapshot_id)
         memory_file = os.path.join(staging, MEMORY_FILE) if memory else None
         snap_xml = domain_xml.snapshot_xml(
-            'snapext-%s' % snapshot_id, overlays,
-            domain_xml.excluded_targets(xml), memory_file)
+            'snapext-%s' % snapshot_id, overlays, excluded, memory_file)
         flags = (libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_ATOMIC |
                  libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_NO_METADATA)
         flags |= (libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_LIVE if memory

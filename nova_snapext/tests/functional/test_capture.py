@@ -208,3 +208,11 @@ class DiskOnlyTest(base.GuestTestCase):
         g.wait_for_agent()
         self.assertEqual(before, g.sha256(BEFORE % 'vdb'))
         self.assertIsNotNone(g.sha256(AFTER % 'vdb'))
+
+        # a subset of the disks, as a Cinder group of volumes asks for
+        self.assertRaises(exception.InvalidRequest, self.engine.take,
+                          g.name, memory=True, targets=['vdc'])
+        subset = self.engine.take(g.name, memory=False, targets=['vdc'])
+        self.assertEqual(['vdc'], [d['target'] for d in subset['disks']])
+        self.assertEqual(1, len([f for f in self.overlay_files()
+                                 if subset['id'][:8] in f]))
