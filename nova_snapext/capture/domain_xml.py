@@ -127,3 +127,32 @@ def with_disk_sources(domain_xml, sources):
         raise exception.InvalidRequest(
             'domain has no disk %s' % ', '.join(sorted(missing)))
     return ET.tostring(root, encoding='unicode')
+
+
+def with_identity(domain_xml, name, uuid):
+    """Domain XML renamed for a new domain (a clone)."""
+    root = _parse(domain_xml)
+    root.find('name').text = name
+    root.find('uuid').text = uuid
+    return ET.tostring(root, encoding='unicode')
+
+
+def with_paths_moved(domain_xml, moves):
+    """Replace path prefixes in every file/path/dir attribute.
+
+    A clone must not write into its source's files: console logs, serial
+    files, agent sockets named after the source.
+
+    :param moves: {old prefix: new prefix}
+    """
+    root = _parse(domain_xml)
+    for element in root.iter():
+        for attr in ('file', 'path', 'dir'):
+            value = element.get(attr)
+            if not value:
+                continue
+            for old, new in moves.items():
+                if value.startswith(old):
+                    element.set(attr, new + value[len(old):])
+                    break
+    return ET.tostring(root, encoding='unicode')

@@ -19,6 +19,7 @@ from nova_snapext.capture import domain_xml
 from nova_snapext.capture import locks
 from nova_snapext.capture import qemu_img
 from nova_snapext.capture import quiesce
+from nova_snapext.capture import save_image
 from nova_snapext import exception
 from nova_snapext import manifest as manifest_mod
 from nova_snapext import stores
@@ -82,6 +83,10 @@ class Engine(object):
         _log_progress(stage, **details)
         if self._progress:
             self._progress(stage, **details)
+
+    def domain(self, ident):
+        """The libvirt domain named by uuid or name; NotFound if none."""
+        return self._lookup(ident)
 
     def _lookup(self, ident):
         try:
@@ -385,6 +390,83 @@ class Engine(object):
         for path in created:
             if path not in in_use and os.path.exists(path):
                 os.unlink(path)
+
+    # -- clone -------------------------------------------------------------
+
+    def clone(self, snapshot_id, name, uuid, disk_sources, path_moves=None,
+              xml_edit=None):
+        """Start a new domain by resuming a full snapshot's memory.
+
+        The clone continues where the snapshot was, instead of booting.
+
+        :param disk_sources: {target: file} for every disk of the snapshot;
+            the caller provides them (e.g. Nova's disks made from the
+            snapshot image) and they must hold the snapshot's disk state
+        :param path_moves: {old prefix: new prefix} for the other files the
+            domain writes (console logs), so the clone leaves its source's
+            files alone
+        :param xml_edit: callable(xml) -> xml for last changes (Nova's
+            metadata, interface MACs)
+        :returns: the running, persistent virDomain
+        """
+        record = self.store.get(snapshot_id)
+        if record['kind'] != manifest_mod.KIND_FULL:
+            raise exception.InvalidRequest(
+                'snapshot %s has no memory image to resume' % snapshot_id)
+        missing = {d['target'] for d in record['disks']} - set(disk_sources)
+        if missing:
+            raise exception.InvalidRequest(
+                'clone of %s needs a file for disk %s'
+                % (snapshot_id, ', '.join(sorted(missing))))
+        memory_file = self.store.local_path(record,
+                                            record['memory']['location'])
+        started = time.monotonic()
+        xml = self.conn.saveImageGetXMLDesc(
+            memory_file, libvirt.VIR_DOMAIN_SAVE_IMAGE_XML_SECURE)
+        xml = domain_xml.with_identity(xml, name, uuid)
+        xml = domain_xml.with_disk_sources(xml, disk_sources)
+        xml = domain_xml.with_paths_moved(xml, path_moves or {})
+        if xml_edit:
+            xml = xml_edit(xml)
+        clone_file = os.path.join(os.path.dirname(memory_file),
+                                  '.clone-%s.save' % uuid)
+        self._report('clone-planned', snapshot=snapshot_id, domain=name)
+        dom = None
+        try:
+            save_image.copy_with_xml(memory_file, clone_file, xml)
+            dom = self.conn.defineXML(xml)
+            self.conn.restoreFlags(clone_file, None,
+                                   libvirt.VIR_DOMAIN_SAVE_RUNNING)
+        except Exception as exc:
+            if dom is not None:
+                dom.undefineFlags(0)
+            if isinstance(exc, exception.SnapextError):
+                raise
+            raise exception.SnapextError(
+                'clone of snapshot %s as %s failed: %s'
+                % (snapshot_id, name, exc)) from exc
+        finally:
+            if os.path.exists(clone_file):
+                os.unlink(clone_file)
+        if record['quiesce']['outcome'] == manifest_mod.QUIESCE_FROZEN:
+            quiesce.thaw_restored(self.conn.lookupByUUIDString(uuid),
+                                  self.conf.snapext.thaw_after_restore_timeout)
+        self._report('cloned', snapshot=snapshot_id, domain=name,
+                     total_ms=_elapsed_ms(started))
+        return self.conn.lookupByUUIDString(uuid)
+
+    def export_disk(self, snapshot_id, target, dest, fmt='qcow2'):
+        """Write one disk of a snapshot as a standalone image file.
+
+        The state file is read-only since the snapshot, so this reads it
+        while the guest runs on, without a block copy.
+        """
+        record = self.store.get(snapshot_id)
+        disks = {d['target']: d for d in record['disks']}
+        if target not in disks:
+            raise exception.NotFound('snapshot %s has no disk %s'
+                                     % (snapshot_id, target))
+        qemu_img.convert(disks[target]['path'], dest, fmt)
 
     # -- delete ------------------------------------------------------------
 

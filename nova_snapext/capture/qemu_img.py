@@ -36,3 +36,8 @@ def rebase(path, new_backing, backing_fmt='qcow2'):
              '-b', new_backing, path)
     else:
         _run('rebase', '-q', '-f', 'qcow2', '-b', '', path)
+
+
+def convert(src, dest, fmt='qcow2'):
+    """A standalone copy of ``src`` and its whole backing chain."""
+    _run('convert', '-U', '-O', fmt, src, dest)

@@ -85,6 +85,28 @@ def frozen(dom, policy):
                      outcome.frozen_ms)
 
 
+def freeze(dom):
+    """Freeze ``dom``'s filesystems and leave them frozen.
+
+    For windows that span several requests (the RPC agent's freeze, then a
+    capture, then a thaw); whoever calls this owns the thaw.
+    :returns: the number of filesystems frozen
+    :raises QuiesceRequired: the agent could not freeze (nothing is frozen)
+    """
+    try:
+        return dom.fsFreeze()
+    except libvirt.libvirtError as exc:
+        _thaw(dom)
+        raise exception.QuiesceRequired(
+            'the guest agent of %s could not freeze its filesystems: %s'
+            % (dom.name(), exc))
+
+
+def thaw(dom):
+    """Thaw ``dom``'s filesystems; False (logged) when the agent failed."""
+    return _thaw(dom)
+
+
 def thaw_restored(dom, timeout):
     """Thaw a guest restored from a memory image taken while frozen.
 
