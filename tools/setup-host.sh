@@ -81,6 +81,15 @@ if [ ! -x "$VENV/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; 
     rm -f "$piplog"
     echo "$want" > "$stamp"
 fi
+# An editable install cannot add a module to nova.virt (a regular package);
+# link the shim where a wheel install puts it, so that
+# compute_driver = snapext.SnapextLibvirtDriver loads from this checkout.
+novavirt=$("$VENV/bin/python" -c 'import nova.virt, os; print(os.path.dirname(nova.virt.__file__))')
+if [ "$(readlink "$novavirt/snapext" 2>/dev/null)" != "$REPO/nova/virt/snapext" ]; then
+    rm -rf "${novavirt:?}/snapext"
+    ln -s "$REPO/nova/virt/snapext" "$novavirt/snapext"
+fi
+
 versions=$(virsh -c qemu:///system version --daemon)
 log "host ready: libvirt $(awk '/daemon:/{print $NF}' <<<"$versions"),\
  QEMU $(awk '/hypervisor:/{print $NF}' <<<"$versions")"

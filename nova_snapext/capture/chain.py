@@ -101,3 +101,25 @@ def discarded_by_revert(old_active, kept_states):
     """Active layers a revert throws away: never snapshotted, so lost."""
     return sorted(p for p in old_active
                   if is_overlay(p) and p not in kept_states)
+
+
+def orphan_overlays(disk_paths, used, listdir):
+    """Overlay files beside a domain's disks that nothing uses.
+
+    Only overlays named after one of the domain's own disks are candidates:
+    a directory (a Cinder share) may hold other instances' files.
+
+    :param listdir: os.listdir, passed in to keep this free of I/O
+    """
+    stems = {}
+    for path in disk_paths:
+        directory, name = os.path.split(path)
+        stems.setdefault(directory, set()).add(name.split(OVERLAY_MARK)[0])
+    orphans = []
+    for directory, names in stems.items():
+        for name in listdir(directory):
+            path = os.path.join(directory, name)
+            if (is_overlay(name) and name.split(OVERLAY_MARK)[0] in names
+                    and path not in used):
+                orphans.append(path)
+    return sorted(orphans)

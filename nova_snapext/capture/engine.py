@@ -347,15 +347,9 @@ class Engine(object):
                 % (dom.name(), record['id'], exc)) from exc
         self._report('restored', snapshot=record['id'],
                      **{k + '_ms': v for k, v in timings.items()})
-        if full and (record['quiesce']['outcome'] ==
-                     manifest_mod.QUIESCE_FROZEN):
-            # The memory image was taken with the filesystems frozen.
-            with _timed(timings, 'thaw'):
-                quiesce.thaw_restored(
-                    self._lookup(record['instance_uuid']),
-                    self.conf.snapext.thaw_after_restore_timeout)
-            self._report('thawed', snapshot=record['id'],
-                         thaw_ms=timings['thaw'])
+        if full:
+            self._thaw_if_frozen(record,
+                                 self._lookup(record['instance_uuid']))
         states = {d['path'] for m in self.store.list(record['instance_uuid'])
                   for d in m['disks']}
         for path in chain.discarded_by_revert(
@@ -394,7 +388,7 @@ class Engine(object):
     # -- clone -------------------------------------------------------------
 
     def clone(self, snapshot_id, name, uuid, disk_sources, path_moves=None,
-              xml_edit=None):
+              xml_edit=None, paused=False):
         """Start a new domain by resuming a full snapshot's memory.
 
         The clone continues where the snapshot was, instead of booting.
@@ -407,7 +401,9 @@ class Engine(object):
             files alone
         :param xml_edit: callable(xml) -> xml for last changes (Nova's
             metadata, interface MACs)
-        :returns: the running, persistent virDomain
+        :param paused: leave the clone paused (Nova waits for its network);
+            whoever resumes it calls :meth:`thaw_clone` afterwards
+        :returns: the running (or paused), persistent virDomain
         """
         record = self.store.get(snapshot_id)
         if record['kind'] != manifest_mod.KIND_FULL:
@@ -436,7 +432,8 @@ class Engine(object):
             save_image.copy_with_xml(memory_file, clone_file, xml)
             dom = self.conn.defineXML(xml)
             self.conn.restoreFlags(clone_file, None,
-                                   libvirt.VIR_DOMAIN_SAVE_RUNNING)
+                                   libvirt.VIR_DOMAIN_SAVE_PAUSED if paused
+                                   else libvirt.VIR_DOMAIN_SAVE_RUNNING)
         except Exception as exc:
             if dom is not None:
                 dom.undefineFlags(0)
@@ -448,12 +445,25 @@ class Engine(object):
         finally:
             if os.path.exists(clone_file):
                 os.unlink(clone_file)
-        if record['quiesce']['outcome'] == manifest_mod.QUIESCE_FROZEN:
-            quiesce.thaw_restored(self.conn.lookupByUUIDString(uuid),
-                                  self.conf.snapext.thaw_after_restore_timeout)
+        dom = self.conn.lookupByUUIDString(uuid)
+        if not paused:
+            self._thaw_if_frozen(record, dom)
         self._report('cloned', snapshot=snapshot_id, domain=name,
                      total_ms=_elapsed_ms(started))
-        return self.conn.lookupByUUIDString(uuid)
+        return dom
+
+    def thaw_clone(self, snapshot_id, dom):
+        """Thaw a clone that was started paused, once it runs."""
+        self._thaw_if_frozen(self.store.get(snapshot_id), dom)
+
+    def _thaw_if_frozen(self, record, dom):
+        # The memory image was taken with the filesystems frozen.
+        if record['quiesce']['outcome'] == manifest_mod.QUIESCE_FROZEN:
+            with _timed(record.setdefault('timings_ms', {}), 'thaw'):
+                quiesce.thaw_when_ready(
+                    dom, self.conf.snapext.thaw_after_restore_timeout)
+            self._report('thawed', snapshot=record['id'],
+                         thaw_ms=record['timings_ms']['thaw'])
 
     def export_disk(self, snapshot_id, target, dest, fmt='qcow2'):
         """Write one disk of a snapshot as a standalone image file.
@@ -467,6 +477,60 @@ class Engine(object):
             raise exception.NotFound('snapshot %s has no disk %s'
                                      % (snapshot_id, target))
         qemu_img.convert(disks[target]['path'], dest, fmt)
+
+    # -- recovery ----------------------------------------------------------
+
+    def recover(self):
+        """Clean up what captures interrupted by a crash left behind.
+
+        Run at service start (Nova's init_host): a guest the dead process
+        froze is thawed, a guest libvirt left paused by a snapshot is
+        resumed, staged records are dropped, and overlay files that no disk
+        chain and no snapshot record uses are removed.  Instances another
+        live process is working on are left alone.
+        """
+        done = {'thawed': [], 'resumed': [], 'aborted': [], 'removed': []}
+        for dom in self.conn.listAllDomains(0):
+            try:
+                with self._lock(dom.UUIDString()):
+                    self._recover_domain(dom, done)
+            except exception.Conflict:
+                LOG.info('%s is busy; not recovering it', dom.name())
+        self._report('recovered', **{k: len(v) for k, v in done.items()})
+        return done
+
+    def _recover_domain(self, dom, done):
+        instance_uuid = dom.UUIDString()
+        staged = self.store.staged(instance_uuid)
+        if staged and dom.isActive():
+            state, reason = dom.state()
+            if (state == libvirt.VIR_DOMAIN_PAUSED and
+                    reason == libvirt.VIR_DOMAIN_PAUSED_SNAPSHOT):
+                dom.resume()
+                done['resumed'].append(dom.name())
+            # A capture was under way, so the freeze, if any, was ours.
+            quiesce.thaw_when_ready(
+                dom, self.conf.snapext.thaw_after_restore_timeout)
+            done['thawed'].append(dom.name())
+        for snapshot_id in staged:
+            self.store.abort(instance_uuid, snapshot_id)
+            done['aborted'].append(snapshot_id)
+        disks = domain_xml.writable_disks(dom.XMLDesc(0))
+        # Everything reachable from a live disk or a snapshot's state file.
+        pending = [d.path for d in disks] + [
+            d['path'] for m in self.store.list(instance_uuid)
+            for d in m['disks']]
+        used = set()
+        while pending:
+            path = pending.pop()
+            if path and path not in used and os.path.exists(path):
+                used.add(path)
+                pending.append(qemu_img.backing_file(path))
+        for path in chain.orphan_overlays(
+                [d.path for d in disks], used, os.listdir):
+            LOG.warning('removing orphan overlay %s of %s', path, dom.name())
+            os.unlink(path)
+            done['removed'].append(path)
 
     # -- delete ------------------------------------------------------------
 

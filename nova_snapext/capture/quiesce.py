@@ -107,11 +107,12 @@ def thaw(dom):
     return _thaw(dom)
 
 
-def thaw_restored(dom, timeout):
-    """Thaw a guest restored from a memory image taken while frozen.
+def thaw_when_ready(dom, timeout):
+    """Thaw ``dom``, retrying until its agent and libvirt let us.
 
-    The agent inside has to reconnect to the new QEMU first, so retry until
-    ``timeout`` seconds have passed.
+    After a restore the agent inside has to reconnect to the new QEMU;
+    after a crash libvirt may still be finishing the dead caller's snapshot
+    job.  Either way the thaw has to wait, for at most ``timeout`` seconds.
     """
     deadline = time.monotonic() + timeout
     while True:
@@ -120,7 +121,7 @@ def thaw_restored(dom, timeout):
             return
         except libvirt.libvirtError as exc:
             if time.monotonic() > deadline:
-                raise exception.RevertFailed(
-                    'the guest agent of %s did not thaw the restored guest '
-                    'within %d s: %s' % (dom.name(), timeout, exc))
+                raise exception.SnapextError(
+                    'the guest agent of %s did not thaw the guest within '
+                    '%d s: %s' % (dom.name(), timeout, exc))
             time.sleep(0.2)

@@ -26,6 +26,10 @@ class SnapshotStore(metaclass=abc.ABCMeta):
         """Forget a staged snapshot and its artifacts."""
 
     @abc.abstractmethod
+    def staged(self, instance_uuid):
+        """Ids of the captures of an instance that never committed."""
+
+    @abc.abstractmethod
     def update(self, manifest):
         """Replace the record of a committed snapshot."""
 

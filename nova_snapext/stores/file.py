@@ -72,6 +72,12 @@ class FileStore(base.SnapshotStore):
         shutil.rmtree(self._staging_dir(instance_uuid, snapshot_id),
                       ignore_errors=True)
 
+    def staged(self, instance_uuid):
+        pattern = os.path.join(glob.escape(self.root),
+                               glob.escape(instance_uuid), '.*.staging')
+        return sorted(os.path.basename(p)[1:-len('.staging')]
+                      for p in glob.glob(pattern))
+
     def update(self, manifest):
         path = os.path.join(
             self._record_dir(manifest['instance_uuid'], manifest['id']),

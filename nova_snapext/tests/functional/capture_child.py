@@ -1,0 +1,30 @@
+"""A capture in a separate process, for the tests that kill it midway.
+
+Usage: python -m nova_snapext.tests.functional.capture_child STORE LOCKS DOM
+Prints each progress stage on its own line as it happens.
+"""
+
+import sys
+
+from oslo_config import cfg
+
+from nova_snapext.capture import engine
+from nova_snapext import conf as snapext_conf
+
+
+def main(store, locks, domain):
+    conf = cfg.ConfigOpts()
+    snapext_conf.register_opts(conf)
+    conf([], project='snapext')
+    conf.set_override('file_store_path', store, 'snapext')
+    conf.set_override('lock_path', locks, 'snapext')
+
+    def progress(stage, **kw):
+        print(stage, flush=True)
+
+    engine.Engine(conf, progress=progress).take(domain,
+                                                quiesce_policy='required')
+
+
+if __name__ == '__main__':
+    main(*sys.argv[1:4])
