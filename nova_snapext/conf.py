@@ -32,13 +32,40 @@ OPTS = [
     cfg.IntOpt('block_job_timeout', default=600, min=1,
                help='Seconds a block pull or commit may take when a '
                     'snapshot is deleted from a running chain.'),
+    cfg.BoolOpt('full_snapshot_default', default=False,
+                help='Whether "nova image-create" takes a full snapshot '
+                     '(memory, CPU state and every disk) by default.  A '
+                     'request overrides it with the image metadata '
+                     'snapext_full=true|false.'),
+]
+
+RPC_OPTS = [
+    cfg.StrOpt('transport_url', secret=True,
+               help='oslo.messaging transport URL of the snapext agent RPC '
+                    '(exchange "snapext", topic "snapext-agent").  Unset: '
+                    'the service\'s own [DEFAULT] transport_url.'),
+    cfg.IntOpt('rpc_timeout', default=60, min=1,
+               help='Seconds a caller waits for the agent to answer ping, '
+                    'freeze, thaw and status.'),
+    cfg.IntOpt('rpc_capture_timeout', default=600, min=1,
+               help='Seconds a caller waits for the agent to answer capture, '
+                    'revert and delete (a memory image takes a while).'),
+    cfg.IntOpt('max_freeze_ms', default=60000, min=100,
+               help='Upper bound of the timeout_ms a caller may give freeze: '
+                    'the agent\'s watchdog thaws a guest no later than this '
+                    'after its freeze, whatever the caller asked.'),
+    cfg.StrOpt('agent_version_cap',
+               help='Highest snapext agent RPC version to send, for rolling '
+                    'upgrades (e.g. "1.0" while some agents are older).  '
+                    'Unset: the latest this client knows.'),
 ]
 
 
 def register_opts(conf):
     conf.register_group(GROUP)
     conf.register_opts(OPTS, group=GROUP)
+    conf.register_opts(RPC_OPTS, group=GROUP)
 
 
 def list_opts():
-    return [(GROUP, OPTS)]
+    return [(GROUP, OPTS + RPC_OPTS)]

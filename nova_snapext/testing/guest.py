@@ -15,6 +15,7 @@ import shutil
 import subprocess
 import threading
 import time
+import uuid as uuid_mod
 from xml.sax import saxutils
 
 import libvirt
@@ -29,6 +30,7 @@ DISKS = ('vda', 'vdb', 'vdc')
 
 DOMAIN_XML = """<domain type='{virt_type}'>
   <name>{name}</name>
+  <uuid>{uuid}</uuid>
   <memory unit='MiB'>{memory_mib}</memory>
   <vcpu>1</vcpu>
   <os>
@@ -92,12 +94,17 @@ def make_disk(path, size_mib=64):
 class Guest(object):
     """One booted test guest, defined persistently like Nova's instances."""
 
-    def __init__(self, conn, name, workdir, disks=DISKS, memory_mib=256):
+    def __init__(self, conn, name, workdir, disks=DISKS, memory_mib=256,
+                 disk_sizes=None, uuid=None):
         self.conn = conn
         self.name = name
+        self.uuid = uuid or str(uuid_mod.uuid4())
         self.workdir = workdir
         self.disk_targets = disks
         self.memory_mib = memory_mib
+        # {target: MiB}; the benchmarks need roots far larger than the 64 MiB
+        # the tests use.
+        self.disk_sizes = disk_sizes or {}
         self.console = os.path.join(workdir, 'console.log')
         self.dom = None
 
@@ -109,10 +116,10 @@ class Guest(object):
         disks = []
         for dev in self.disk_targets:
             path = os.path.join(self.workdir, '%s.qcow2' % dev)
-            make_disk(path)
+            self.make_disk(path, dev)
             disks.append(DISK_XML.format(path=saxutils.escape(path), dev=dev))
         xml = DOMAIN_XML.format(
-            virt_type=virt_type(), name=self.name,
+            virt_type=virt_type(), name=self.name, uuid=self.uuid,
             memory_mib=self.memory_mib,
             kernel=os.path.join(image, 'vmlinuz'),
             initrd=os.path.join(image, 'initrd.img'),
@@ -120,6 +127,10 @@ class Guest(object):
             console=saxutils.escape(self.console))
         self.dom = self.conn.defineXML(xml)
         return self
+
+    def make_disk(self, path, dev):
+        """Create the file behind ``dev``; subclasses may lay it out."""
+        make_disk(path, self.disk_sizes.get(dev, 64))
 
     def boot(self, timeout=120):
         """Start the domain and wait until its agent answers."""

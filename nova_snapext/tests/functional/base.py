@@ -36,6 +36,8 @@ class GuestTestCase(testtools.TestCase):
     """Boots one fresh guest per test and an engine with its own store."""
 
     disks = guest_mod.DISKS
+    # Several engineers share one libvirtd: each suite names its domains.
+    name_prefix = 'snapext-ft'
 
     def setUp(self):
         super().setUp()
@@ -57,16 +59,24 @@ class GuestTestCase(testtools.TestCase):
         self.engine = engine.Engine(
             self.conf, conn=self.conn,
             progress=lambda stage, **kw: self.progress.append((stage, kw)))
-        name = 'snapext-ft-%s' % uuid.uuid4().hex[:8]
+        name, guest_uuid = self.guest_identity()
         self.guest = guest_mod.Guest(self.conn, name,
                                      os.path.join(self.workdir, 'guest'),
-                                     disks=self.disks)
+                                     disks=self.disks, uuid=guest_uuid)
         self.addCleanup(self.guest.destroy)
         self.guest.define()
+        self.before_boot()
         self.boot_seconds = self.guest.boot()
         self.addDetail('boot_seconds',
                        testtools.content.text_content(
                            '%.1f' % self.boot_seconds))
+
+    def before_boot(self):
+        """Hook between define and boot (e.g. attach more disks)."""
+
+    def guest_identity(self):
+        """(domain name, domain UUID or None for a random one)."""
+        return '%s-%s' % (self.name_prefix, uuid.uuid4().hex[:8]), None
 
     def overlay_files(self):
         return sorted(f for f in os.listdir(self.guest.workdir)

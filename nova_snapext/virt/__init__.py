@@ -1,0 +1,1 @@
+"""The Nova glue: a libvirt driver subclass that uses the capture engine."""

@@ -1,0 +1,77 @@
+"""What a Nova snapshot request asks of snapext: pure decisions.
+
+Inputs are plain dicts (image properties, instance system metadata), so the
+rules are unit-tested without Nova.
+"""
+
+from oslo_utils import strutils
+
+SYSMETA_PREFIX = 'image_'
+
+
+def _flag(value):
+    return strutils.bool_from_string(value, default=None)
+
+
+def full_snapshot_requested(snapshot_props, instance_sysmeta, default):
+    """Whether ``nova image-create`` should take a full snapshot.
+
+    Most specific wins: the request (``--metadata snapext_full=...``, which
+    lands on the new image), then the instance's image, then the option.
+    """
+    for value in (snapshot_props.get('snapext_full'),
+                  instance_sysmeta.get(SYSMETA_PREFIX + 'snapext_full')):
+        flag = _flag(value)
+        if flag is not None:
+            return flag
+    return default
+
+
+def quiesce_policy(image_props):
+    """Nova's quiesce rules mapped onto the engine's policies.
+
+    ``os_require_quiesce`` makes a failed freeze fatal, as in Nova; any
+    other image is frozen when its agent answers.
+    """
+    if _flag(image_props.get('os_require_quiesce')):
+        return 'required'
+    return 'preferred'
+
+
+def disk_roles(root_target, volume_bdms):
+    """{target: role} for the engine from the root disk and volume BDMs.
+
+    :param volume_bdms: [(device name such as /dev/vdb, volume id)]
+    """
+    roles = {root_target: {'role': 'root'}}
+    for device_name, volume_id in volume_bdms:
+        target = device_name.rsplit('/', 1)[-1]
+        roles[target] = {'role': 'volume', 'volume_id': volume_id}
+    return roles
+
+
+def image_properties(record, host, store_name):
+    """Properties that point a Glance image at its snapshot record."""
+    props = {
+        'snapext_manifest': record['id'],
+        'snapext_kind': record['kind'],
+        'snapext_host': host,
+        'snapext_quiesce': record['quiesce']['outcome'],
+    }
+    if record['parent_id']:
+        props['snapext_parent'] = record['parent_id']
+    if record['memory']:
+        props['snapext_memory'] = '%s://%s/%s/%s' % (
+            store_name, host, record['id'], record['memory']['location'])
+    volumes = [d for d in record['disks'] if d['role'] == 'volume']
+    if volumes:
+        props['snapext_volumes'] = ','.join(
+            '%s=%s' % (d['target'], d['volume_id']) for d in volumes)
+    return props
+
+
+def resumable_snapshot(instance_sysmeta):
+    """The snapshot id a new instance may resume, from its image, or None."""
+    if instance_sysmeta.get(SYSMETA_PREFIX + 'snapext_kind') != 'full':
+        return None
+    return instance_sysmeta.get(SYSMETA_PREFIX + 'snapext_manifest')
