@@ -134,6 +134,9 @@ def with_identity(domain_xml, name, uuid):
     root = _parse(domain_xml)
     root.find('name').text = name
     root.find('uuid').text = uuid
+    # libvirt insists that an SMBIOS system uuid matches <uuid>.
+    for entry in root.findall("./sysinfo/system/entry[@name='uuid']"):
+        entry.text = uuid
     return ET.tostring(root, encoding='unicode')
 
 

@@ -46,6 +46,15 @@ def _elapsed_ms(since):
     return round((time.monotonic() - since) * 1000, 1)
 
 
+def _overlay(disk_path, snapshot_id, name=None):
+    if name is None:
+        return chain.overlay_path(disk_path, snapshot_id[:8])
+    if os.path.basename(name) != name or name in ('.', '..'):
+        raise exception.InvalidRequest(
+            'overlay name %r must be a plain file name' % name)
+    return os.path.join(os.path.dirname(disk_path), name)
+
+
 @contextlib.contextmanager
 def _timed(timings, key):
     started = time.monotonic()
@@ -127,7 +136,7 @@ class Engine(object):
     # -- take --------------------------------------------------------------
 
     def take(self, domain, memory=True, quiesce_policy=None, disk_roles=None,
-             extra=None, targets=None):
+             extra=None, targets=None, overlay_names=None):
         """Capture memory + device state + every disk at one instant.
 
         :param memory: False for a disk-only snapshot
@@ -136,15 +145,19 @@ class Engine(object):
             Cinder group); default: every writable disk
         :param disk_roles: {target: {'role': ..., 'volume_id': ...}}
         :param extra: more top-level manifest fields (image_id, nova)
+        :param overlay_names: {target: file name} of the new overlays, each
+            created beside its disk's current file (Cinder names them
+            after its snapshot ids); default <disk>.snapext-<id>
         :returns: the committed manifest
         """
         dom = self._lookup(domain)
         policy = quiesce_policy or self.conf.snapext.quiesce_policy
         with self._lock(dom.UUIDString()):
             return self._take(dom, memory, policy, disk_roles or {},
-                              extra or {}, targets)
+                              extra or {}, targets, overlay_names or {})
 
-    def _take(self, dom, memory, policy, disk_roles, extra, targets):
+    def _take(self, dom, memory, policy, disk_roles, extra, targets,
+              overlay_names=None):
         started = time.monotonic()
         instance_uuid = dom.UUIDString()
         running = dom.isActive()
@@ -171,7 +184,8 @@ class Engine(object):
             raise exception.InvalidRequest(
                 'domain %s has no disk to snapshot' % dom.name())
         snapshot_id = uuidutils.generate_uuid()
-        overlays = {d.target: chain.overlay_path(d.path, snapshot_id[:8])
+        overlays = {d.target: _overlay(d.path, snapshot_id,
+                                       (overlay_names or {}).get(d.target))
                     for d in disks}
         taken = [p for p in overlays.values() if os.path.exists(p)]
         if taken:
@@ -388,7 +402,7 @@ class Engine(object):
     # -- clone -------------------------------------------------------------
 
     def clone(self, snapshot_id, name, uuid, disk_sources, path_moves=None,
-              xml_edit=None, paused=False):
+              xml_edit=None, paused=False, before_start=None):
         """Start a new domain by resuming a full snapshot's memory.
 
         The clone continues where the snapshot was, instead of booting.
@@ -403,6 +417,9 @@ class Engine(object):
             metadata, interface MACs)
         :param paused: leave the clone paused (Nova waits for its network);
             whoever resumes it calls :meth:`thaw_clone` afterwards
+        :param before_start: callable() run once the domain is defined and
+            before its memory is restored (Nova builds the config drive
+            there)
         :returns: the running (or paused), persistent virDomain
         """
         record = self.store.get(snapshot_id)
@@ -431,6 +448,8 @@ class Engine(object):
         try:
             save_image.copy_with_xml(memory_file, clone_file, xml)
             dom = self.conn.defineXML(xml)
+            if before_start is not None:
+                before_start()
             self.conn.restoreFlags(clone_file, None,
                                    libvirt.VIR_DOMAIN_SAVE_PAUSED if paused
                                    else libvirt.VIR_DOMAIN_SAVE_RUNNING)

@@ -211,8 +211,6 @@ class SnapextLibvirtDriver(libvirt_driver.LibvirtDriver):
             LOG.warning('cannot resume snapshot %s (%s); booting cold',
                         snapshot_id, exc, instance=instance)
             return None
-        if post_xml_callback is not None:
-            post_xml_callback()
         source_dir = os.path.join(CONF.instances_path,
                                   record['instance_uuid'])
         target_dir = os.path.join(CONF.instances_path, instance.uuid)
@@ -221,7 +219,8 @@ class SnapextLibvirtDriver(libvirt_driver.LibvirtDriver):
         dom = self.snapext.clone(
             snapshot_id, instance.name, instance.uuid, sources,
             path_moves={source_dir: target_dir},
-            xml_edit=resume.adopt(nova_xml), paused=pause)
+            xml_edit=resume.adopt(nova_xml), paused=pause,
+            before_start=post_xml_callback)
         if pause:
             self._snapext_thaw[instance.uuid] = snapshot_id
         return libvirt_guest.Guest(dom)

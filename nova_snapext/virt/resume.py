@@ -36,27 +36,42 @@ def disk_sources(saved_xml, nova_xml):
     return sources
 
 
+# Per device kind, the children that name host-side resources of one
+# instance (ports, sockets, log files): a clone takes Nova's, in order.
+_HOST_SIDE = {
+    'interface': ('mac', 'source', 'target'),
+    'channel': ('source',),
+    'serial': ('source', 'log'),
+    'console': ('source', 'log'),
+}
+
+
 def adopt(nova_xml):
-    """An xml_edit callback giving a clone Nova's metadata and NICs."""
+    """An xml_edit callback giving a clone Nova's metadata and resources.
+
+    Nova's <metadata> and SMBIOS <sysinfo> name the new instance; the
+    device children in _HOST_SIDE name its ports, sockets and logs.
+    """
     nova = ET.fromstring(nova_xml)
 
     def edit(xml):
         root = ET.fromstring(xml)
-        old = root.find('metadata')
-        if old is not None:
-            root.remove(old)
-        new = nova.find('metadata')
-        if new is not None:
-            root.insert(2, new)
-        ours = root.findall('./devices/interface')
-        theirs = nova.findall('./devices/interface')
-        for iface, wanted in zip(ours, theirs):
-            for tag in ('mac', 'source', 'target'):
-                old_el, new_el = iface.find(tag), wanted.find(tag)
-                if old_el is not None:
-                    iface.remove(old_el)
-                if new_el is not None:
-                    iface.append(new_el)
+        for tag in ('metadata', 'sysinfo'):
+            old, new = root.find(tag), nova.find(tag)
+            if old is not None:
+                root.remove(old)
+            if new is not None:
+                root.append(new)
+        for kind, children in _HOST_SIDE.items():
+            ours = root.findall('./devices/' + kind)
+            theirs = nova.findall('./devices/' + kind)
+            for device, wanted in zip(ours, theirs):
+                for tag in children:
+                    old_el, new_el = device.find(tag), wanted.find(tag)
+                    if old_el is not None:
+                        device.remove(old_el)
+                    if new_el is not None:
+                        device.append(new_el)
         return ET.tostring(root, encoding='unicode')
 
     return edit

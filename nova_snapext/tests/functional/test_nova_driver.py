@@ -6,28 +6,21 @@ GlanceFixture.  The proof comes from inside the guest after reverting to
 the snapshot the image points at.
 """
 
-import os
 import random
 
 from nova.compute import task_states
-from nova import context as nova_context
 from nova import objects
-from nova import test as nova_test
-from nova.tests import fixtures as nova_fixtures
 from nova.tests.unit import fake_instance
-from nova.virt import fake as fake_virt
 from oslo_utils import uuidutils
 
 from nova_snapext.tests.functional import base
-from nova_snapext.virt import driver as snapext_driver
+from nova_snapext.tests.functional import nova_base
 
 VOLUMES = {'vdb': 'c0ffee00-0000-4000-8000-00000000000b',
            'vdc': 'c0ffee00-0000-4000-8000-00000000000c'}
 
 
-class DriverSnapshotTest(base.GuestTestCase, nova_test.NoDBTestCase):
-
-    USES_DB = False
+class DriverSnapshotTest(base.GuestTestCase, nova_base.NovaTestCase):
 
     def guest_identity(self):
         self.instance_id = random.randint(1, 0xffffff)
@@ -36,31 +29,8 @@ class DriverSnapshotTest(base.GuestTestCase, nova_test.NoDBTestCase):
 
     def setUp(self):
         super().setUp()
-        objects.register_all()
-        self.flags(connection_uri=base.URI, virt_type='qemu',
-                   snapshots_directory=os.path.join(self.workdir, 'snaps'),
-                   group='libvirt')
-        self.flags(instances_path=os.path.join(self.workdir, 'instances'))
-        self.flags(file_store_path=self.conf.snapext.file_store_path,
-                   lock_path=self.conf.snapext.lock_path,
-                   group='snapext')
-        self.glance = self.useFixture(nova_fixtures.GlanceFixture(self))
-        # The fixture keeps no uploaded data; keep it to check the image.
-        self.uploaded = {}
-        keep_metadata = self.glance.update
-
-        def update(context, image_id, metadata, data=None, **kwargs):
-            if data is not None:
-                self.uploaded[image_id] = data.read()
-            return keep_metadata(context, image_id, metadata, **kwargs)
-
-        self.glance.update = update
-        # Nova's stock live snapshot chowns its delta through privsep, which
-        # Nova's test fixtures forbid; these tests run as root anyway.
-        self.stub_out('nova.privsep.path.chown',
-                      lambda path, uid=-1, gid=-1: os.chown(path, uid, gid))
-        self.context = nova_context.RequestContext('fake-user',
-                                                   'fake-project')
+        self.setUpNova(self.workdir, self.conf.snapext.file_store_path,
+                       self.conf.snapext.lock_path)
         self.instance = fake_instance.fake_instance_obj(
             self.context, id=self.instance_id, uuid=self.instance_uuid,
             image_ref=self.glance.image1['id'],
@@ -75,16 +45,6 @@ class DriverSnapshotTest(base.GuestTestCase, nova_test.NoDBTestCase):
             for target, volume_id in VOLUMES.items()])
         self.stub_out('nova.objects.BlockDeviceMappingList.'
                       'get_by_instance_uuid', lambda *a, **kw: bdms)
-        self.driver = snapext_driver.SnapextLibvirtDriver(
-            fake_virt.FakeVirtAPI())
-        self.task_states = []
-
-    def update_task_state(self, task_state, expected_state=None):
-        self.task_states.append((task_state, expected_state))
-
-    def create_image(self, **properties):
-        return self.glance.create(self.context, {
-            'name': 'snap', 'properties': properties})['id']
 
     def test_image_create_takes_a_full_snapshot_that_reverts(self):
         g = self.guest
