@@ -1,0 +1,94 @@
+"""Errors as Nova-style fault bodies.
+
+The body is rendered by Nova's own ``Fault`` so a client parses a snapext
+error exactly like a compute one, ``{"itemNotFound": {"code": 404,
+"message": "..."}}``, with the same names for every status (Nova has no
+name for 406 and says ``computeFault``; so do we).  A response never
+carries a traceback: 5xx messages are fixed sentences and the detail goes
+to the nova-api log.
+"""
+
+from nova.api.openstack import wsgi as nova_wsgi
+from nova import exception as nova_exception
+from oslo_log import log as logging
+import webob.exc
+
+from nova_snapext import exception
+
+LOG = logging.getLogger(__name__)
+
+# Most specific first: QuiesceRequired is not a Conflict subclass but Nova
+# answers a failed quiesce with 409, and so do we.
+_STATUS = [
+    (exception.InvalidRequest, 400),
+    (exception.NotFound, 404),
+    (exception.Conflict, 409),
+    (exception.QuiesceRequired, 409),
+    (exception.AgentUnavailable, 503),
+]
+
+_SERVER_ERROR = {
+    503: 'No snapext agent answered on the server\'s host; try again '
+         'later.',
+    500: 'The snapshot operation failed; the cloud operator can find the '
+         'cause in the nova-api log.',
+}
+
+# oslo.messaging rebuilds a remote exception as "<Class>_Remote"; the RPC
+# client turns it back into the plain class, but a raw one must map too.
+_REMOTE_SUFFIX = '_Remote'
+
+
+class Fault(Exception):
+    """An HTTP error the filter answers with; raise it anywhere inside."""
+
+    def __init__(self, code, message):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def snapext_class(exc):
+    """The nova_snapext.exception class ``exc`` stands for, or None."""
+    for klass in type(exc).__mro__:
+        name = klass.__name__
+        if name.endswith(_REMOTE_SUFFIX):
+            name = name[:-len(_REMOTE_SUFFIX)]
+        found = getattr(exception, name, None)
+        if isinstance(found, type) and issubclass(found,
+                                                  exception.SnapextError):
+            return found
+    return None
+
+
+def _snapext_status(klass):
+    for base, code in _STATUS:
+        if issubclass(klass, base):
+            return code
+    return 500
+
+
+def from_exception(exc):
+    """A Fault for any exception raised while serving a request."""
+    if isinstance(exc, Fault):
+        return exc
+    klass = snapext_class(exc)
+    if klass is not None:
+        code = _snapext_status(klass)
+        message = str(exc.args[0]) if exc.args else klass.__name__
+    elif isinstance(exc, nova_exception.NovaException):
+        code = getattr(exc, 'code', 500)
+        message = exc.format_message()
+    else:
+        code, message = 500, str(exc)
+    if code >= 500:
+        LOG.error('snapext request failed: %s: %s',
+                  type(exc).__name__, message)
+        message = _SERVER_ERROR.get(code, _SERVER_ERROR[500])
+    return Fault(code, message)
+
+
+def render(req, fault):
+    """The webob response of ``fault``, rendered by Nova's Fault."""
+    http_exc = webob.exc.status_map[fault.code](explanation=fault.message)
+    return req.get_response(nova_wsgi.Fault(http_exc))

@@ -1,0 +1,79 @@
+"""The ``instance-snapshot`` microversion, and the compute one we honour.
+
+The snapext endpoints are versioned by their own service type in the
+standard header (``OpenStack-API-Version: instance-snapshot 1.0``) so that
+they evolve without claiming compute microversions, which belong to Nova.
+"""
+
+import microversion_parse
+from nova.api.openstack import wsgi as nova_wsgi
+from nova import exception as nova_exception
+
+from nova_snapext.api import faults
+
+SERVICE_TYPE = 'instance-snapshot'
+HEADER = nova_wsgi.API_VERSION_REQUEST_HEADER
+
+# Version history (append; never edit a released line):
+#
+# * 1.0 - GET /servers/{id}/snapext-snapshots, GET and DELETE
+#         /snapext-snapshots/{id}, the snapextRevert server action.
+VERSIONS = ['1.0']
+MIN_VERSION = VERSIONS[0]
+MAX_VERSION = VERSIONS[-1]
+
+
+def from_request(req):
+    """The version a request asks for (the minimum when it names none).
+
+    :raises faults.Fault: 400 for a malformed version, 406 for one this
+        API does not serve.
+    """
+    try:
+        return microversion_parse.extract_version(
+            req.headers, SERVICE_TYPE, VERSIONS)
+    except ValueError:
+        raise faults.Fault(406, 'Version %s is not supported by the %s API; '
+                                'this cloud serves %s to %s.'
+                           % (microversion_parse.get_version(
+                               req.headers, SERVICE_TYPE),
+                              SERVICE_TYPE, MIN_VERSION, MAX_VERSION))
+    except TypeError as exc:
+        raise faults.Fault(400, 'Invalid %s version: %s'
+                           % (SERVICE_TYPE, exc))
+
+
+def stamp(resp, version):
+    """Echo the version served; caches must key on the header either way."""
+    if version is not None:
+        resp.headers[HEADER] = '%s %s' % (SERVICE_TYPE, version)
+    resp.headers.add('Vary', HEADER)
+    return resp
+
+
+def compute_request(req):
+    """Nova's request, with its compute microversion parsed, or None.
+
+    None means Nova itself would reject the header; the caller then lets
+    Nova answer, so the error is exactly Nova's.
+    """
+    nova_req = nova_wsgi.Request(req.environ)
+    try:
+        nova_req.set_api_version_request()
+    except (nova_exception.InvalidAPIVersionString,
+            nova_exception.InvalidGlobalAPIVersion):
+        return None
+    return nova_req
+
+
+def stamp_compute(resp, nova_req):
+    """The compute version headers Nova's own Resource adds to responses."""
+    version = nova_req.api_version_request
+    if not version.is_null():
+        resp.headers[nova_wsgi.API_VERSION_REQUEST_HEADER] = (
+            'compute ' + version.get_string())
+        resp.headers[nova_wsgi.LEGACY_API_VERSION_REQUEST_HEADER] = (
+            version.get_string())
+        resp.headers.add('Vary', nova_wsgi.API_VERSION_REQUEST_HEADER)
+        resp.headers.add('Vary', nova_wsgi.LEGACY_API_VERSION_REQUEST_HEADER)
+    return resp

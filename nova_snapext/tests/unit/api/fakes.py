@@ -1,0 +1,142 @@
+"""Fakes of what the API filter talks to: Nova's compute and image APIs
+and the snapext agent client.  The store is a real file store."""
+
+import copy
+import itertools
+
+from nova import exception as nova_exception
+from nova import objects
+from oslo_utils import uuidutils
+
+from nova_snapext import exception
+from nova_snapext.tests.unit import fakes
+
+PROJECT = '6f1c7c1e0000400080000000000000aa'
+OTHER_PROJECT = '6f1c7c1e0000400080000000000000bb'
+
+
+def instance(uuid=None, project_id=PROJECT, host='compute1', **kw):
+    fields = dict(uuid=uuid or uuidutils.generate_uuid(),
+                  project_id=project_id, user_id='u-' + project_id[-2:],
+                  host=host, vm_state='active', task_state=None,
+                  locked=False, system_metadata={}, image_ref='',
+                  root_device_name='/dev/vda')
+    fields.update(kw)
+    return objects.Instance(**fields)
+
+
+def bdms(instance_uuid, volume_backed=True, volumes=('vol-data',)):
+    items = []
+    if volume_backed:
+        items.append(dict(source_type='volume', destination_type='volume',
+                          volume_id='vol-root', boot_index=0,
+                          device_name='/dev/vda'))
+    else:
+        items.append(dict(source_type='image', destination_type='local',
+                          image_id=uuidutils.generate_uuid(), boot_index=0,
+                          device_name='/dev/vda'))
+    for i, volume_id in enumerate(volumes):
+        items.append(dict(source_type='volume', destination_type='volume',
+                          volume_id=volume_id, boot_index=None,
+                          device_name='/dev/vd%s' % 'bcdefg'[i]))
+    return objects.BlockDeviceMappingList(objects=[
+        objects.BlockDeviceMapping(instance_uuid=instance_uuid,
+                                   no_device=False, disk_bus='virtio',
+                                   device_type='disk',
+                                   delete_on_termination=False,
+                                   volume_size=1, **item)
+        for item in items])
+
+
+class ComputeAPI(object):
+    """nova.compute.api.API.get, hiding other projects as Nova's DB does."""
+
+    def __init__(self):
+        self.instances = {}
+
+    def add(self, inst):
+        self.instances[inst.uuid] = inst
+        return inst
+
+    def get(self, context, instance_id, expected_attrs=None,
+            cell_down_support=False):
+        inst = self.instances.get(instance_id)
+        if inst is None or (not context.is_admin and
+                            inst.project_id != context.project_id):
+            raise nova_exception.InstanceNotFound(instance_id=instance_id)
+        return inst
+
+
+class ImageAPI(object):
+
+    def __init__(self):
+        self.images = {}
+        self.fail = None
+
+    def create(self, context, image_meta, data=None):
+        if self.fail:
+            raise self.fail
+        self.images[image_meta['id']] = copy.deepcopy(image_meta)
+        return image_meta
+
+    def generate_image_url(self, image_id, context):
+        return 'http://glance.example/images/%s' % image_id
+
+
+class Agent(object):
+    """The agent client: commits records to the store as the agent does."""
+
+    def __init__(self, store):
+        self.store = store
+        self.calls = []
+        self.error = None
+        self.current_id = None
+        self._ids = ('snap-%d' % i for i in itertools.count(1))
+
+    def _enter(self, method, ctxt, host, arg):
+        assert isinstance(ctxt, dict), 'the context goes over RPC as a dict'
+        self.calls.append((method, host, arg))
+        if self.error:
+            raise self.error
+
+    def capture(self, ctxt, host, spec):
+        self._enter('capture', ctxt, host, spec)
+        snapshot_id = next(self._ids)
+        uuid = spec['instance']
+        disks = [{'target': target, 'role': role['role'],
+                  'volume_id': role['volume_id'],
+                  'cinder_snapshot_id': ('csnap-' + role['volume_id']
+                                         if role['role'] == 'volume'
+                                         else None),
+                  'path': '/srv/%s/%s' % (snapshot_id, target),
+                  'format': 'qcow2', 'virtual_size': 1 << 30,
+                  'backing': None, 'bytes': 4096}
+                 for target, role in sorted(spec['disk_roles'].items())]
+        record = fakes.record(snapshot_id, parent_id=self.current_id,
+                              instance_uuid=uuid, disks=disks,
+                              **spec['extra'])
+        self.store.stage(uuid, snapshot_id)
+        self.store.commit(record)
+        self.current_id = snapshot_id
+        return {'manifest': record, 'timings_ms': {'total': 1.0}}
+
+    def revert(self, ctxt, host, spec):
+        self._enter('revert', ctxt, host, spec)
+        self.current_id = spec['snapshot_id']
+
+    def delete(self, ctxt, host, spec):
+        self._enter('delete', ctxt, host, spec)
+        self.store.delete(spec['snapshot_id'])
+
+    def current(self, ctxt, host, instance_uuid):
+        self._enter('current', ctxt, host, instance_uuid)
+        return self.current_id
+
+
+class Conflict_Remote(Exception):
+    """What oslo.messaging makes of a remote Conflict, unconverted."""
+
+
+def conflict(uuid):
+    return exception.Conflict('another snapshot operation holds instance '
+                              '%s' % uuid)

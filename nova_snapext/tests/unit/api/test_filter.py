@@ -1,0 +1,628 @@
+"""The API filter, driven with webob requests in front of a dummy Nova."""
+
+import configparser
+import os
+from unittest import mock
+
+import fixtures
+from nova import context as nova_context
+from nova import exception as nova_exception
+from nova import objects
+from nova import policy as nova_policy
+from oslo_config import fixture as config_fixture
+from oslo_policy import policy as oslo_policy
+from oslo_serialization import jsonutils
+import testtools
+import webob
+import webob.dec
+
+import nova.conf
+from nova_snapext.api import controller
+from nova_snapext.api import filter as api_filter
+from nova_snapext.api import policies
+from nova_snapext import conf as snapext_conf
+from nova_snapext import exception
+from nova_snapext import stores
+from nova_snapext.tests.unit.api import fakes
+
+CONF = nova.conf.CONF
+HEADER = 'OpenStack-API-Version'
+
+
+class Downstream(object):
+    """Stands for Nova's router: records what reached it."""
+
+    def __init__(self):
+        self.requests = []
+
+    @webob.dec.wsgify
+    def __call__(self, req):
+        self.requests.append((req.method, req.path_info, req.body))
+        return webob.Response(status=200, json_body={'nova': True})
+
+
+class FilterTestCase(testtools.TestCase):
+
+    def setUp(self):
+        super().setUp()
+        objects.register_all()
+        snapext_conf.register_opts(CONF)
+        # Nova's policy enforcer looks for its file: parse no files.
+        CONF([], project='nova', default_config_files=[])
+        self.flags = self.useFixture(config_fixture.Config(CONF))
+        root = self.useFixture(fixtures.TempDir()).path
+        self.flags.config(file_store_path=root, group='snapext')
+        nova_policy.reset()
+        self.addCleanup(nova_policy.reset)
+        self.store = stores.load('file', CONF)
+        self.compute = fakes.ComputeAPI()
+        self.images = fakes.ImageAPI()
+        self.agent = fakes.Agent(self.store)
+        self.nova = Downstream()
+        self.app = api_filter.SnapextFilter(
+            self.nova, CONF, controller.Controller(
+                CONF, self.store, self.compute, self.images, self.agent))
+        self.server = self.compute.add(fakes.instance())
+        self.bdms = {}
+        self.useFixture(fixtures.MockPatch(
+            'nova.objects.BlockDeviceMappingList.get_by_instance_uuid',
+            side_effect=lambda ctxt, uuid: self.bdms[uuid]))
+        self.actions = self.useFixture(fixtures.MockPatch(
+            'nova.objects.InstanceAction.action_start')).mock
+        self.member = self.context(fakes.PROJECT, 'member', 'reader')
+
+    @staticmethod
+    def context(project_id, *roles, is_admin=False):
+        return nova_context.RequestContext(
+            user_id='u-' + project_id[-2:], project_id=project_id,
+            roles=list(roles), is_admin=is_admin)
+
+    def request(self, path, method='GET', body=None, context=None,
+                version=None, raw=None):
+        req = webob.Request.blank(path, method=method)
+        if body is not None or raw is not None:
+            req.body = raw if raw is not None else jsonutils.dump_as_bytes(
+                body)
+            req.content_type = 'application/json'
+        if version:
+            req.headers[HEADER] = version
+        req.environ['nova.context'] = context or self.member
+        return req.get_response(self.app)
+
+    def snapshot(self, server=None):
+        server = server or self.server
+        return self.agent.capture(
+            {}, server.host, {'instance': server.uuid, 'memory': True,
+                              'disk_roles': {'vda': {
+                                  'role': 'root', 'volume_id': None}},
+                              'extra': {}})['manifest']
+
+    def assertFault(self, resp, code, name, message=None):
+        self.assertEqual(code, resp.status_int, resp.text)
+        self.assertEqual('application/json', resp.content_type)
+        body = resp.json_body
+        self.assertEqual([name], list(body))
+        self.assertEqual(code, body[name]['code'])
+        if message:
+            self.assertIn(message, body[name]['message'])
+        self.assertNotIn('Traceback', resp.text)
+
+
+class PassThroughTest(FilterTestCase):
+
+    def test_other_requests_reach_nova_untouched(self):
+        body = {'reboot': {'type': 'HARD'}}
+        for path, method, sent in [
+                ('/servers', 'GET', None),
+                ('/servers/%s' % self.server.uuid, 'GET', None),
+                ('/servers/%s/action' % self.server.uuid, 'POST', body),
+                ('/%s/servers/detail' % fakes.PROJECT, 'GET', None)]:
+            resp = self.request(path, method, sent)
+            self.assertEqual({'nova': True}, resp.json_body)
+            self.assertNotIn(HEADER, resp.headers)
+        # Nova reads the body the filter has looked at.
+        self.assertEqual(jsonutils.dump_as_bytes(body),
+                         self.nova.requests[2][2])
+        self.assertEqual([], self.agent.calls)
+
+    def test_malformed_action_body_is_novas_to_reject(self):
+        resp = self.request('/servers/%s/action' % self.server.uuid, 'POST',
+                            raw=b'{"snapextRevert": ')
+        self.assertEqual({'nova': True}, resp.json_body)
+
+    def test_without_context_the_filter_steps_aside(self):
+        req = webob.Request.blank('/servers/%s/snapext-snapshots'
+                                  % self.server.uuid)
+        self.assertEqual({'nova': True}, req.get_response(self.app).json_body)
+
+
+class MicroversionTest(FilterTestCase):
+
+    def tree(self, version):
+        return self.request('/servers/%s/snapext-snapshots'
+                            % self.server.uuid, version=version)
+
+    def assertVary(self, resp):
+        self.assertIn(HEADER, resp.headers.getall('Vary'))
+
+    def test_no_header_is_the_minimum_and_is_echoed(self):
+        resp = self.tree(None)
+        self.assertEqual(200, resp.status_int)
+        self.assertEqual('instance-snapshot 1.0', resp.headers[HEADER])
+        self.assertVary(resp)
+
+    def test_explicit_and_latest(self):
+        for asked in ('instance-snapshot 1.0', 'instance-snapshot latest',
+                      'compute 2.90, instance-snapshot latest'):
+            resp = self.tree(asked)
+            self.assertEqual(200, resp.status_int)
+            self.assertEqual('instance-snapshot 1.0', resp.headers[HEADER])
+            self.assertVary(resp)
+
+    def test_unsupported_version_is_406(self):
+        for asked in ('instance-snapshot 1.1', 'instance-snapshot 2.0',
+                      'instance-snapshot 0.9'):
+            resp = self.tree(asked)
+            self.assertFault(resp, 406, 'computeFault', 'not supported')
+            self.assertVary(resp)
+            self.assertNotIn(HEADER, resp.headers)
+
+    def test_malformed_version_is_400(self):
+        resp = self.tree('instance-snapshot one')
+        self.assertFault(resp, 400, 'badRequest', 'Invalid')
+        self.assertVary(resp)
+
+    def test_errors_carry_the_version_too(self):
+        resp = self.request('/snapext-snapshots/nope',
+                            version='instance-snapshot latest')
+        self.assertFault(resp, 404, 'itemNotFound')
+        self.assertEqual('instance-snapshot 1.0', resp.headers[HEADER])
+        self.assertVary(resp)
+
+
+class TreeAndShowTest(FilterTestCase):
+
+    def test_tree_nests_children_and_marks_current(self):
+        first = self.snapshot()
+        second = self.snapshot()
+        self.agent.current_id = first['id']
+        third = self.snapshot()      # a branch from the first
+        self.agent.current_id = second['id']
+        for prefix in ('', '/' + fakes.PROJECT):
+            resp = self.request('%s/servers/%s/snapext-snapshots'
+                                % (prefix, self.server.uuid))
+            self.assertEqual(200, resp.status_int)
+            body = resp.json_body
+            self.assertEqual(self.server.uuid, body['server_id'])
+            self.assertEqual(second['id'], body['current'])
+            [root] = body['snapshots']
+            self.assertEqual(first['id'], root['id'])
+            self.assertEqual([second['id'], third['id']],
+                             [c['id'] for c in root['children']])
+            self.assertTrue(root['children'][0]['current'])
+        self.assertEqual(('current', 'compute1', self.server.uuid),
+                         self.agent.calls[-1])
+
+    def test_tree_without_an_agent_answer_has_no_current(self):
+        self.snapshot()
+        self.agent.error = exception.AgentUnavailable('no agent')
+        resp = self.request('/servers/%s/snapext-snapshots'
+                            % self.server.uuid)
+        self.assertEqual(200, resp.status_int)
+        self.assertIsNone(resp.json_body['current'])
+        self.assertEqual(1, len(resp.json_body['snapshots']))
+
+    def test_tree_of_an_empty_server(self):
+        resp = self.request('/servers/%s/snapext-snapshots'
+                            % self.server.uuid)
+        self.assertEqual([], resp.json_body['snapshots'])
+
+    def test_tree_of_unknown_or_foreign_server_is_404(self):
+        other = self.compute.add(fakes.instance(
+            project_id=fakes.OTHER_PROJECT))
+        for uuid in ('no-such-server', other.uuid):
+            resp = self.request('/servers/%s/snapext-snapshots' % uuid)
+            self.assertFault(resp, 404, 'itemNotFound', uuid)
+
+    def test_project_in_url_must_be_the_contexts(self):
+        resp = self.request('/%s/servers/%s/snapext-snapshots'
+                            % (fakes.OTHER_PROJECT, self.server.uuid))
+        self.assertFault(resp, 400, 'badRequest', 'Malformed request URL')
+
+    def test_show(self):
+        record = self.snapshot()
+        resp = self.request('/snapext-snapshots/%s' % record['id'])
+        self.assertEqual(200, resp.status_int)
+        snap = resp.json_body['snapshot']
+        self.assertEqual(record['id'], snap['id'])
+        self.assertEqual(self.server.uuid, snap['server_id'])
+        self.assertEqual('full', snap['kind'])
+        self.assertEqual({'bytes': 1024}, snap['memory'])
+        self.assertEqual('vda', snap['disks'][0]['target'])
+        # Host details are the compute host's business.
+        self.assertNotIn('/srv/', resp.text)
+        self.assertNotIn('domain_xml', snap)
+
+    def test_show_unknown_is_404(self):
+        resp = self.request('/snapext-snapshots/nope')
+        self.assertFault(resp, 404, 'itemNotFound',
+                         'Snapshot nope could not be found.')
+
+    def test_another_projects_snapshot_is_404_not_403(self):
+        other = self.compute.add(fakes.instance(
+            project_id=fakes.OTHER_PROJECT))
+        record = self.snapshot(other)
+        resp = self.request('/snapext-snapshots/%s' % record['id'])
+        self.assertFault(resp, 404, 'itemNotFound',
+                         'Snapshot %s could not be found.' % record['id'])
+        self.assertNotIn(other.uuid, resp.text)
+        resp = self.request('/snapext-snapshots/%s' % record['id'],
+                            method='DELETE')
+        self.assertFault(resp, 404, 'itemNotFound')
+        self.assertEqual(['capture'], [c[0] for c in self.agent.calls])
+
+    def test_admin_sees_every_project(self):
+        other = self.compute.add(fakes.instance(
+            project_id=fakes.OTHER_PROJECT))
+        record = self.snapshot(other)
+        admin = self.context('cafe', 'admin', 'member', 'reader',
+                             is_admin=True)
+        resp = self.request('/snapext-snapshots/%s' % record['id'],
+                            context=admin)
+        self.assertEqual(200, resp.status_int)
+
+    def test_wrong_method_is_405(self):
+        record = self.snapshot()
+        resp = self.request('/snapext-snapshots/%s' % record['id'],
+                            method='PUT', body={})
+        self.assertFault(resp, 405, 'badMethod')
+
+    def test_a_corrupt_record_is_a_500_without_detail(self):
+        record = self.snapshot()
+        path = self.store.local_path(record, 'manifest.json')
+        with open(path, 'w') as f:
+            f.write('{"id": ')
+        resp = self.request('/snapext-snapshots/%s' % record['id'])
+        self.assertFault(resp, 500, 'computeFault', 'nova-api log')
+        self.assertNotIn(os.path.dirname(path), resp.text)
+
+
+class DeleteTest(FilterTestCase):
+
+    def test_delete_is_204_after_the_agent_merged_it(self):
+        first = self.snapshot()
+        second = self.snapshot()
+        resp = self.request('/snapext-snapshots/%s' % first['id'],
+                            method='DELETE')
+        self.assertEqual(204, resp.status_int, resp.text)
+        self.assertEqual(b'', resp.body)
+        self.assertEqual(('delete', 'compute1', {'snapshot_id': first['id']}),
+                         self.agent.calls[-1])
+        self.assertEqual([second['id']],
+                         [m['id'] for m in self.store.list(self.server.uuid)])
+        self.actions.assert_called_once_with(
+            mock.ANY, self.server.uuid, controller.DELETE_ACTION,
+            want_result=False)
+
+    def test_delete_needs_a_member(self):
+        record = self.snapshot()
+        reader = self.context(fakes.PROJECT, 'reader')
+        resp = self.request('/snapext-snapshots/%s' % record['id'],
+                            method='DELETE', context=reader)
+        self.assertFault(resp, 403, 'forbidden', policies.DELETE)
+        # ... who may still read it.
+        resp = self.request('/snapext-snapshots/%s' % record['id'],
+                            context=reader)
+        self.assertEqual(200, resp.status_int)
+
+    def test_delete_while_the_server_is_busy_is_409(self):
+        record = self.snapshot()
+        self.server.task_state = 'migrating'
+        resp = self.request('/snapext-snapshots/%s' % record['id'],
+                            method='DELETE')
+        self.assertFault(resp, 409, 'conflictingRequest', 'task_state')
+
+    def test_agent_errors_map_to_faults(self):
+        record = self.snapshot()
+        for error, code, name in [
+                (exception.Conflict('busy'), 409, 'conflictingRequest'),
+                (fakes.Conflict_Remote('busy'), 409, 'conflictingRequest'),
+                (exception.NotFound('gone'), 404, 'itemNotFound'),
+                (exception.AgentUnavailable('no agent on compute1'), 503,
+                 'serviceUnavailable'),
+                (exception.AgentError('libvirt said /srv/x'), 500,
+                 'computeFault')]:
+            self.agent.error = error
+            resp = self.request('/snapext-snapshots/%s' % record['id'],
+                                method='DELETE')
+            self.assertFault(resp, code, name)
+            if code >= 500:
+                self.assertNotIn('compute1', resp.text)
+                self.assertNotIn('/srv/x', resp.text)
+
+
+class RevertTest(FilterTestCase):
+
+    def revert(self, body, server=None, context=None):
+        server = server or self.server
+        return self.request('/servers/%s/action' % server.uuid, 'POST',
+                            body, context=context)
+
+    def test_revert_is_202(self):
+        record = self.snapshot()
+        resp = self.revert({'snapextRevert': {'snapshot_id': record['id']}})
+        self.assertEqual(202, resp.status_int, resp.text)
+        self.assertEqual('instance-snapshot 1.0', resp.headers[HEADER])
+        self.assertEqual(('revert', 'compute1',
+                          {'snapshot_id': record['id']}),
+                         self.agent.calls[-1])
+        self.assertEqual([], self.nova.requests)
+
+    def test_bad_bodies_are_400(self):
+        for body in ({'snapextRevert': {}},
+                     {'snapextRevert': {'snapshot_id': 7}},
+                     {'snapextRevert': {'snapshot_id': '../x'}},
+                     {'snapextRevert': {'snapshot_id': 's', 'force': True}},
+                     {'snapextRevert': 'snap-1'},
+                     {'snapextRevert': {'snapshot_id': 's'}, 'reboot': {}}):
+            resp = self.revert(body)
+            self.assertFault(resp, 400, 'badRequest')
+            self.assertTrue(resp.json_body['badRequest']['message'])
+        self.assertEqual([], self.agent.calls)
+
+    def test_unknown_snapshot_is_404(self):
+        resp = self.revert({'snapextRevert': {'snapshot_id': 'nope'}})
+        self.assertFault(resp, 404, 'itemNotFound', 'nope')
+
+    def test_snapshot_of_another_server_is_404(self):
+        other = self.compute.add(fakes.instance())
+        record = self.snapshot(other)
+        resp = self.revert({'snapextRevert': {'snapshot_id': record['id']}})
+        self.assertFault(resp, 404, 'itemNotFound')
+
+    def test_another_projects_server_is_404(self):
+        other = self.compute.add(fakes.instance(
+            project_id=fakes.OTHER_PROJECT))
+        record = self.snapshot(other)
+        resp = self.revert({'snapextRevert': {'snapshot_id': record['id']}},
+                           server=other)
+        self.assertFault(resp, 404, 'itemNotFound')
+        self.assertEqual(['capture'], [c[0] for c in self.agent.calls])
+
+    def test_revert_while_another_operation_runs_is_409(self):
+        record = self.snapshot()
+        self.agent.error = fakes.conflict(self.server.uuid)
+        resp = self.revert({'snapextRevert': {'snapshot_id': record['id']}})
+        self.assertFault(resp, 409, 'conflictingRequest',
+                         'another snapshot operation holds instance')
+
+    def test_revert_refused_by_server_state_is_409(self):
+        record = self.snapshot()
+        body = {'snapextRevert': {'snapshot_id': record['id']}}
+        for change, words in [({'task_state': 'image_snapshot'},
+                               'task_state image_snapshot'),
+                              ({'vm_state': 'stopped'}, 'vm_state stopped'),
+                              ({'locked': True}, 'locked'),
+                              ({'host': None}, 'not on a compute host')]:
+            server = self.compute.add(fakes.instance(
+                uuid=self.server.uuid, **change))
+            resp = self.revert(body, server=server)
+            self.assertFault(resp, 409, 'conflictingRequest', words)
+        self.assertEqual(['capture'], [c[0] for c in self.agent.calls])
+
+    def test_revert_needs_a_member(self):
+        record = self.snapshot()
+        resp = self.revert({'snapextRevert': {'snapshot_id': record['id']}},
+                           context=self.context(fakes.PROJECT, 'reader'))
+        self.assertFault(resp, 403, 'forbidden')
+
+
+class CreateImageTest(FilterTestCase):
+
+    def setUp(self):
+        super().setUp()
+        self.flags.config(full_snapshot_default=True, group='snapext')
+        self.bdms[self.server.uuid] = fakes.bdms(self.server.uuid)
+        self.image_backed = self.compute.add(fakes.instance(
+            image_ref='cirros'))
+        self.bdms[self.image_backed.uuid] = fakes.bdms(
+            self.image_backed.uuid, volume_backed=False)
+
+    def create_image(self, server=None, metadata=None, version='2.45',
+                     name='snap'):
+        server = server or self.server
+        entity = {'name': name}
+        if metadata is not None:
+            entity['metadata'] = metadata
+        req = webob.Request.blank('/servers/%s/action' % server.uuid,
+                                  method='POST')
+        req.body = jsonutils.dump_as_bytes({'createImage': entity})
+        req.content_type = 'application/json'
+        if version:
+            req.headers[HEADER] = 'compute %s' % version
+        req.environ['nova.context'] = self.member
+        return req.get_response(self.app)
+
+    def test_volume_backed_is_a_full_snapshot(self):
+        resp = self.create_image(metadata={'purpose': 'test'})
+        self.assertEqual(202, resp.status_int, resp.text)
+        image_id = resp.json_body['image_id']
+        self.assertEqual(['image_id'], list(resp.json_body))
+        self.assertEqual('compute 2.45', resp.headers[HEADER])
+        self.assertIn(HEADER, resp.headers.getall('Vary'))
+        self.assertEqual([], self.nova.requests)
+
+        [(method, host, spec)] = self.agent.calls
+        self.assertEqual(('capture', 'compute1'), (method, host))
+        self.assertTrue(spec['memory'])
+        self.assertEqual('preferred', spec['quiesce'])
+        self.assertEqual({'vda': {'role': 'root', 'volume_id': 'vol-root'},
+                          'vdb': {'role': 'volume',
+                                  'volume_id': 'vol-data'}},
+                         spec['disk_roles'])
+        record = self.store.get('snap-1')
+        self.assertEqual(image_id, record['image_id'])
+
+        image = self.images.images[image_id]
+        props = image['properties']
+        self.assertEqual('snap', image['name'])
+        self.assertEqual(0, image['size'])
+        self.assertEqual('private', image['visibility'])
+        self.assertEqual('snap-1', props['snapext_manifest'])
+        self.assertNotIn('snapext_parent', props)
+        self.assertEqual('file://compute1/snap-1/memory.save',
+                         props['snapext_memory'])
+        self.assertEqual('vdb=vol-data', props['snapext_volumes'])
+        self.assertEqual('test', props['purpose'])
+        self.assertEqual('/dev/vda', props['root_device_name'])
+        self.assertTrue(props['bdm_v2'])
+        self.assertEqual(
+            [('snapshot', 'csnap-vol-data', '/dev/vdb')],
+            [(m['source_type'], m['snapshot_id'], m['device_name'])
+             for m in props['block_device_mapping']])
+        self.actions.assert_called_once_with(
+            mock.ANY, self.server.uuid, 'createImage', want_result=False)
+
+        resp = self.create_image()
+        props = self.images.images[resp.json_body['image_id']]['properties']
+        self.assertEqual('snap-1', props['snapext_parent'])
+
+    def test_before_2_45_the_image_is_in_location(self):
+        resp = self.create_image(version='2.1')
+        self.assertEqual(202, resp.status_int, resp.text)
+        self.assertEqual(b'', resp.body)
+        image_id = self.store.get('snap-1')['image_id']
+        self.assertEqual('http://glance.example/images/%s' % image_id,
+                         resp.headers['Location'])
+        self.assertEqual('compute 2.1', resp.headers[HEADER])
+
+    def test_image_backed_passes_through(self):
+        resp = self.create_image(server=self.image_backed,
+                                 metadata={'snapext_full': 'true'})
+        self.assertEqual({'nova': True}, resp.json_body)
+        self.assertEqual([], self.agent.calls)
+
+    def test_snapext_full_false_passes_through(self):
+        resp = self.create_image(metadata={'snapext_full': 'false'})
+        self.assertEqual({'nova': True}, resp.json_body)
+        self.assertEqual([], self.agent.calls)
+
+    def test_default_off_passes_through_unless_asked(self):
+        self.flags.config(full_snapshot_default=False, group='snapext')
+        resp = self.create_image()
+        self.assertEqual({'nova': True}, resp.json_body)
+        resp = self.create_image(metadata={'snapext_full': 'True'})
+        self.assertEqual(202, resp.status_int)
+        self.assertEqual(['capture'], [c[0] for c in self.agent.calls])
+
+    def test_unreadable_snapext_full_is_the_default_as_in_the_driver(self):
+        resp = self.create_image(metadata={'snapext_full': 'maybe'})
+        self.assertEqual(202, resp.status_int)
+        self.flags.config(full_snapshot_default=False, group='snapext')
+        resp = self.create_image(metadata={'snapext_full': 'maybe'})
+        self.assertEqual({'nova': True}, resp.json_body)
+        self.assertEqual(['capture'], [c[0] for c in self.agent.calls])
+
+    def test_the_servers_image_can_ask_for_full_snapshots(self):
+        self.flags.config(full_snapshot_default=False, group='snapext')
+        self.server.system_metadata = {'image_snapext_full': 'true'}
+        resp = self.create_image()
+        self.assertEqual(202, resp.status_int)
+
+    def test_bodies_nova_rejects_are_novas(self):
+        for version, name in (('2.45', ''), ('9.99', 'snap')):
+            resp = self.create_image(version=version, name=name)
+            self.assertEqual({'nova': True}, resp.json_body)
+        self.assertEqual([], self.agent.calls)
+
+    def test_unknown_server_is_novas(self):
+        gone = fakes.instance()
+        resp = self.create_image(server=gone)
+        self.assertEqual({'nova': True}, resp.json_body)
+
+    def test_stopped_server_takes_novas_volume_snapshot(self):
+        stopped = self.compute.add(fakes.instance(vm_state='stopped'))
+        self.bdms[stopped.uuid] = fakes.bdms(stopped.uuid)
+        resp = self.create_image(server=stopped)
+        self.assertEqual({'nova': True}, resp.json_body)
+        resp = self.create_image(server=stopped,
+                                 metadata={'snapext_full': 'true'})
+        self.assertFault(resp, 409, 'conflictingRequest', 'vm_state stopped')
+
+    def test_busy_server_is_409(self):
+        self.server.task_state = 'image_snapshot'
+        resp = self.create_image()
+        self.assertFault(resp, 409, 'conflictingRequest', 'task_state')
+        self.assertEqual('compute 2.45', resp.headers[HEADER])
+
+    def test_required_quiesce_follows_the_image(self):
+        self.server.system_metadata = {'image_os_require_quiesce': 'yes'}
+        self.create_image()
+        self.assertEqual('required', self.agent.calls[0][2]['quiesce'])
+
+    def test_quiesce_failure_is_409(self):
+        self.agent.error = exception.QuiesceRequired('agent did not freeze')
+        resp = self.create_image()
+        self.assertFault(resp, 409, 'conflictingRequest', 'did not freeze')
+        self.assertEqual({}, self.images.images)
+
+    def test_failed_image_leaves_no_snapshot(self):
+        self.images.fail = nova_exception.ImageBadRequest(
+            image_id='x', response='no room')
+        resp = self.create_image()
+        self.assertFault(resp, 400, 'badRequest', 'no room')
+        self.assertEqual(['capture', 'delete'],
+                         [c[0] for c in self.agent.calls])
+        self.assertEqual([], self.store.list(self.server.uuid))
+
+    def test_snapext_policy_denial_falls_back_unless_asked(self):
+        policies.authorize(self.member, policies.CREATE, self.server)
+        nova_policy.set_rules(oslo_policy.Rules.from_dict(
+            {policies.CREATE: '!'}), overwrite=False)
+        resp = self.create_image()
+        self.assertEqual({'nova': True}, resp.json_body)
+        resp = self.create_image(metadata={'snapext_full': 'true'})
+        self.assertFault(resp, 403, 'forbidden')
+
+
+class PolicyTest(FilterTestCase):
+
+    def test_rules_are_project_scoped_owner_or_admin(self):
+        rules = {r.name: r for r in policies.list_rules()}
+        self.assertEqual({policies.INDEX, policies.SHOW, policies.DELETE,
+                          policies.REVERT, policies.CREATE}, set(rules))
+        self.assertEqual('rule:project_reader_or_admin',
+                         rules[policies.SHOW].check_str)
+        self.assertEqual('rule:project_member_or_admin',
+                         rules[policies.REVERT].check_str)
+        for rule in rules.values():
+            self.assertEqual(['project'], rule.scope_types)
+
+    def test_rules_survive_a_policy_reset(self):
+        inst = fakes.instance()
+        self.assertTrue(policies.authorize(self.member, policies.SHOW, inst))
+        nova_policy.reset()
+        self.assertTrue(policies.authorize(self.member, policies.SHOW, inst))
+        stranger = self.context(fakes.OTHER_PROJECT, 'member', 'reader')
+        self.assertFalse(policies.authorize(stranger, policies.SHOW, inst,
+                                            fatal=False))
+
+
+class EntryPointTest(testtools.TestCase):
+
+    def test_setup_cfg_declares_filter_and_policies(self):
+        cfg = configparser.ConfigParser()
+        cfg.read(os.path.join(os.path.dirname(__file__), '..', '..', '..',
+                              '..', 'setup.cfg'))
+        entry_points = cfg['entry_points']
+        self.assertIn('snapext = nova_snapext.api.filter:filter_factory',
+                      entry_points['paste.filter_factory'])
+        self.assertIn('nova_snapext = nova_snapext.api.policies:list_rules',
+                      entry_points['oslo.policy.policies'])
+
+    def test_filter_factory_wraps_the_app(self):
+        app = object()
+        wrapped = api_filter.filter_factory({})(app)
+        self.assertIsInstance(wrapped, api_filter.SnapextFilter)
+        self.assertIs(app, wrapped.application)
+        self.assertFalse(CONF.snapext.full_snapshot_default)
