@@ -76,3 +76,13 @@ class PlanDeleteTest(testtools.TestCase):
         self.assertEqual(['/i/disk.snapext-2'], chain.discarded_by_revert(
             ['/i/disk', '/i/disk.snapext-1', '/i/disk.snapext-2'],
             {'/i/disk.snapext-1'}))
+
+
+class OrphanOverlaysTest(testtools.TestCase):
+
+    def test_only_unused_overlays_of_this_domains_disks(self):
+        listing = {'/i': ['disk', 'disk.snapext-1', 'disk.snapext-2',
+                          'other.snapext-3', 'console.log']}
+        self.assertEqual(['/i/disk.snapext-2'], chain.orphan_overlays(
+            ['/i/disk.snapext-1'], {'/i/disk.snapext-1', '/i/disk'},
+            listing.__getitem__))

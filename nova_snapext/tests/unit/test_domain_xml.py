@@ -73,3 +73,25 @@ class DomainXmlTest(testtools.TestCase):
                               domain_xml.with_disk_sources,
                               fakes.DOMAIN_XML, {'vdz': '/x'})
         self.assertIn('no disk vdz', str(e))
+
+
+class CloneXmlTest(testtools.TestCase):
+
+    def test_with_identity(self):
+        xml = fakes.DOMAIN_XML.replace(
+            '</uuid>', "</uuid><sysinfo type='smbios'><system><entry "
+            "name='uuid'>6f1c7c1e-0000-4000-8000-000000000001</entry>"
+            "</system></sysinfo>")
+        root = ET.fromstring(domain_xml.with_identity(xml, 'clone', 'u2'))
+        self.assertEqual(('clone', 'u2'), (root.findtext('name'),
+                                           root.findtext('uuid')))
+        self.assertEqual('u2', root.findtext(
+            "sysinfo/system/entry[@name='uuid']"))
+
+    def test_with_paths_moved(self):
+        xml = domain_xml.with_paths_moved(fakes.DOMAIN_XML,
+                                          {'/srv/i/': '/srv/clone/'})
+        sources = [s.get('file') for s in
+                   ET.fromstring(xml).findall('devices/disk/source')]
+        self.assertEqual(['/srv/clone/disk', '/srv/v/volume-1',
+                          '/srv/clone/disk.config'], sources)

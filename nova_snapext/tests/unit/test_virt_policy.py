@@ -1,0 +1,123 @@
+from xml.etree import ElementTree as ET
+
+import testtools
+
+from nova_snapext import exception
+from nova_snapext.tests.unit import fakes
+from nova_snapext.virt import policy
+from nova_snapext.virt import resume
+
+
+class FullSnapshotRequestedTest(testtools.TestCase):
+
+    def test_request_wins_over_image_and_default(self):
+        self.assertFalse(policy.full_snapshot_requested(
+            {'snapext_full': 'false'}, {'image_snapext_full': 'true'}, True))
+        self.assertTrue(policy.full_snapshot_requested(
+            {'snapext_full': 'yes'}, {}, False))
+
+    def test_image_wins_over_default(self):
+        self.assertTrue(policy.full_snapshot_requested(
+            {}, {'image_snapext_full': 'True'}, False))
+
+    def test_default_and_unreadable_values(self):
+        self.assertTrue(policy.full_snapshot_requested({}, {}, True))
+        self.assertFalse(policy.full_snapshot_requested(
+            {'snapext_full': 'maybe'}, {}, False))
+
+
+class PolicyTest(testtools.TestCase):
+
+    def test_quiesce_follows_nova(self):
+        self.assertEqual('required', policy.quiesce_policy(
+            {'os_require_quiesce': True}))
+        self.assertEqual('preferred', policy.quiesce_policy({}))
+
+    def test_disk_roles(self):
+        self.assertEqual(
+            {'vda': {'role': 'root'},
+             'vdb': {'role': 'volume', 'volume_id': 'v1'}},
+            policy.disk_roles('vda', [('/dev/vdb', 'v1')]))
+
+    def test_image_properties(self):
+        record = fakes.record('s2', 's1')
+        record['disks'].append({'target': 'vdb', 'role': 'volume',
+                                'volume_id': 'v1', 'path': '/v',
+                                'format': 'qcow2', 'virtual_size': 1,
+                                'backing': None, 'bytes': 1})
+        props = policy.image_properties(record, 'cmp1', 'file')
+        self.assertEqual({'snapext_manifest': 's2', 'snapext_kind': 'full',
+                          'snapext_host': 'cmp1', 'snapext_parent': 's1',
+                          'snapext_quiesce': 'frozen',
+                          'snapext_memory': 'file://cmp1/s2/memory.save',
+                          'snapext_volumes': 'vdb=v1'}, props)
+        self.assertTrue(all(isinstance(v, str) for v in props.values()))
+
+    def test_resumable_snapshot(self):
+        self.assertEqual('s1', policy.resumable_snapshot(
+            {'image_snapext_kind': 'full', 'image_snapext_manifest': 's1'}))
+        self.assertIsNone(policy.resumable_snapshot(
+            {'image_snapext_kind': 'disks', 'image_snapext_manifest': 's1'}))
+        self.assertIsNone(policy.resumable_snapshot({}))
+
+
+NOVA_XML = """<domain type='qemu'>
+  <name>instance-00000002</name>
+  <uuid>6f1c7c1e-0000-4000-8000-000000000002</uuid>
+  <metadata><nova>new</nova></metadata>
+  <memory>262144</memory>
+  <vcpu>1</vcpu>
+  <sysinfo type='smbios'><system>
+    <entry name='uuid'>6f1c7c1e-0000-4000-8000-000000000002</entry>
+  </system></sysinfo>
+  <devices>
+    <disk type='file' device='disk'>
+      <driver name='qemu' type='qcow2'/>
+      <source file='/inst/2/disk'/>
+      <target dev='vda' bus='virtio'/>
+    </disk>
+    <interface type='bridge'>
+      <mac address='fa:16:3e:00:00:02'/>
+      <source bridge='br-new'/>
+      <target dev='tap2'/>
+    </interface>
+    <serial type='pty'><log file='/inst/2/console.log'/></serial>
+  </devices>
+</domain>"""
+
+
+def _saved():
+    return (NOVA_XML.replace('00000002', '00000001')
+            .replace('/inst/2/', '/inst/1/').replace('<nova>new', '<nova>old')
+            .replace('fa:16:3e:00:00:02', 'fa:16:3e:00:00:01')
+            .replace('br-new', 'br-old').replace('tap2', 'tap1'))
+
+
+class ResumeTest(testtools.TestCase):
+
+    def test_disk_sources_come_from_nova(self):
+        self.assertEqual({'vda': '/inst/2/disk'},
+                         resume.disk_sources(_saved(), NOVA_XML))
+
+    def test_other_flavor_boots_cold(self):
+        other = NOVA_XML.replace('<vcpu>1</vcpu>', '<vcpu>2</vcpu>')
+        self.assertRaises(exception.InvalidRequest, resume.disk_sources,
+                          _saved(), other)
+
+    def test_other_disks_boot_cold(self):
+        other = NOVA_XML.replace("dev='vda'", "dev='vdb'")
+        self.assertRaises(exception.InvalidRequest, resume.disk_sources,
+                          _saved(), other)
+
+    def test_adopt_takes_novas_identity_and_resources(self):
+        root = ET.fromstring(resume.adopt(NOVA_XML)(_saved()))
+        self.assertEqual('new', root.findtext('metadata/nova'))
+        self.assertEqual('6f1c7c1e-0000-4000-8000-000000000002',
+                         root.findtext("sysinfo/system/entry[@name='uuid']"))
+        iface = root.find('devices/interface')
+        self.assertEqual('fa:16:3e:00:00:02', iface.find('mac').get('address'))
+        self.assertEqual('br-new', iface.find('source').get('bridge'))
+        self.assertEqual('/inst/2/console.log',
+                         root.find('devices/serial/log').get('file'))
+        # the device ABI (models, buses) stays the saved one
+        self.assertEqual('bridge', iface.get('type'))
