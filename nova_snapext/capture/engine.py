@@ -136,7 +136,8 @@ class Engine(object):
     # -- take --------------------------------------------------------------
 
     def take(self, domain, memory=True, quiesce_policy=None, disk_roles=None,
-             extra=None, targets=None, overlay_names=None):
+             extra=None, targets=None, overlay_names=None,
+             reuse_overlays=False):
         """Capture memory + device state + every disk at one instant.
 
         :param memory: False for a disk-only snapshot
@@ -148,16 +149,20 @@ class Engine(object):
         :param overlay_names: {target: file name} of the new overlays, each
             created beside its disk's current file (Cinder names them
             after its snapshot ids); default <disk>.snapext-<id>
+        :param reuse_overlays: the overlays exist already (made by the
+            caller, e.g. Cinder with a relative backing file name); libvirt
+            switches to them instead of creating them
         :returns: the committed manifest
         """
         dom = self._lookup(domain)
         policy = quiesce_policy or self.conf.snapext.quiesce_policy
         with self._lock(dom.UUIDString()):
             return self._take(dom, memory, policy, disk_roles or {},
-                              extra or {}, targets, overlay_names or {})
+                              extra or {}, targets, overlay_names or {},
+                              reuse_overlays)
 
     def _take(self, dom, memory, policy, disk_roles, extra, targets,
-              overlay_names=None):
+              overlay_names=None, reuse_overlays=False):
         started = time.monotonic()
         instance_uuid = dom.UUIDString()
         running = dom.isActive()
@@ -188,7 +193,12 @@ class Engine(object):
                                        (overlay_names or {}).get(d.target))
                     for d in disks}
         taken = [p for p in overlays.values() if os.path.exists(p)]
-        if taken:
+        if reuse_overlays:
+            missing = sorted(set(overlays.values()) - set(taken))
+            if missing:
+                raise exception.InvalidRequest(
+                    'overlay %s to reuse does not exist' % missing[0])
+        elif taken:
             raise exception.Conflict('overlay %s already exists' % taken[0])
         parent_id = self._current(instance_uuid, xml)
         staging = self.store.stage(instance_uuid, snapshot_id)
@@ -199,6 +209,8 @@ class Engine(object):
                  libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_NO_METADATA)
         flags |= (libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_LIVE if memory
                   else libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_DISK_ONLY)
+        if reuse_overlays:
+            flags |= libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_REUSE_EXT
         self._report('planned', snapshot=snapshot_id, domain=dom.name(),
                      disks=','.join(overlays), memory=bool(memory))
         timings = {}
@@ -508,13 +520,23 @@ class Engine(object):
         chain and no snapshot record uses are removed.  Instances another
         live process is working on are left alone.
         """
-        done = {'thawed': [], 'resumed': [], 'aborted': [], 'removed': []}
-        for dom in self.conn.listAllDomains(0):
+        done = {'thawed': [], 'resumed': [], 'aborted': [], 'removed': [],
+                'failed': []}
+        # Only instances this store knows: a capture stages its record
+        # before libvirt creates any overlay.
+        for instance_uuid in self.store.instances():
             try:
-                with self._lock(dom.UUIDString()):
+                dom = self.conn.lookupByUUIDString(instance_uuid)
+            except libvirt.libvirtError:
+                continue
+            try:
+                with self._lock(instance_uuid):
                     self._recover_domain(dom, done)
             except exception.Conflict:
                 LOG.info('%s is busy; not recovering it', dom.name())
+            except Exception:
+                LOG.exception('recovering %s failed', dom.name())
+                done['failed'].append(dom.name())
         self._report('recovered', **{k: len(v) for k, v in done.items()})
         return done
 

@@ -26,6 +26,10 @@ class SnapshotStore(metaclass=abc.ABCMeta):
         """Forget a staged snapshot and its artifacts."""
 
     @abc.abstractmethod
+    def instances(self):
+        """UUIDs of the instances with records or staged captures."""
+
+    @abc.abstractmethod
     def staged(self, instance_uuid):
         """Ids of the captures of an instance that never committed."""
 

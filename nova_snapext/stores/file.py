@@ -15,6 +15,7 @@ import os
 import shutil
 
 from oslo_log import log as logging
+from oslo_utils import uuidutils
 
 from nova_snapext import exception
 from nova_snapext import manifest as manifest_mod
@@ -71,6 +72,13 @@ class FileStore(base.SnapshotStore):
     def abort(self, instance_uuid, snapshot_id):
         shutil.rmtree(self._staging_dir(instance_uuid, snapshot_id),
                       ignore_errors=True)
+
+    def instances(self):
+        if not os.path.isdir(self.root):
+            return []
+        # The default lock directory lives inside the store root too.
+        return sorted(name for name in os.listdir(self.root)
+                      if uuidutils.is_uuid_like(name))
 
     def staged(self, instance_uuid):
         pattern = os.path.join(glob.escape(self.root),

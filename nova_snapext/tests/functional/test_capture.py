@@ -1,8 +1,6 @@
 """The capture engine proven from inside the real guest."""
 
 import os
-import subprocess
-import sys
 import time
 import uuid
 
@@ -11,10 +9,10 @@ import libvirt
 import testtools
 
 from nova_snapext.capture import domain_xml
-from nova_snapext.capture import qemu_img
 from nova_snapext import exception
 from nova_snapext.testing import guest as guest_mod
 from nova_snapext.tests.functional import base
+from nova_snapext.tests.functional import interrupted
 
 BEFORE = '/mnt/%s/before.bin'
 AFTER = '/mnt/%s/after.bin'
@@ -275,55 +273,16 @@ class CloneTest(base.GuestTestCase):
         self.assertRunningAndThawed()
 
 
-class InterruptedCaptureTest(base.GuestTestCase):
+class InterruptedCaptureTest(base.GuestTestCase, interrupted.KillMixin):
     """The capturing process dies midway; recover() cleans up after it."""
-
-    def capture_and_kill(self, kill_when):
-        child = subprocess.Popen(
-            [sys.executable, '-m',
-             'nova_snapext.tests.functional.capture_child',
-             self.conf.snapext.file_store_path, self.conf.snapext.lock_path,
-             self.guest.name],
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-        self.addCleanup(child.kill)
-        for line in child.stdout:
-            if line.strip() == 'frozen':
-                break
-        kill_when()
-        child.kill()
-        child.wait()
-
-    def assertRecovered(self):
-        done = self.engine.recover()
-        self.assertEqual([], self.staging_dirs())
-        self.assertEqual('thawed', self.guest.freeze_status())
-        self.assertRunningAndThawed()
-        in_use = set()
-        for d in domain_xml.writable_disks(self.guest.dom.XMLDesc(0)):
-            path = d.path
-            while path:
-                in_use.add(os.path.basename(path))
-                path = qemu_img.backing_file(path)
-        self.assertEqual([], [f for f in self.overlay_files()
-                              if f not in in_use])
-        # the guest writes on, and a new snapshot works
-        self.guest.write_file('/mnt/vdb/after-recovery.bin')
-        self.engine.take(self.guest.name)
-        return done
 
     def test_killed_while_frozen(self):
         self.capture_and_kill(lambda: None)
         self.assertEqual('frozen', self.guest.freeze_status())
-        done = self.assertRecovered()
+        done = self.assertRecovered(self.engine.recover)
         self.assertEqual([self.guest.name], done['thawed'])
         self.assertEqual(1, len(done['aborted']))
 
     def test_killed_after_the_overlays_exist(self):
-        def overlays_exist():
-            deadline = time.monotonic() + 30
-            while not self.overlay_files():
-                self.assertLess(time.monotonic(), deadline)
-                time.sleep(0.002)
-
-        self.capture_and_kill(overlays_exist)
-        self.assertRecovered()
+        self.capture_and_kill(self.wait_for_overlays)
+        self.assertRecovered(self.engine.recover)

@@ -75,3 +75,10 @@ class FileStoreTest(testtools.TestCase):
     def test_ids_cannot_escape_the_store(self):
         for bad in ('', '../x', '.s1.staging', '*'):
             self.assertRaises(exception.NotFound, self.store.get, bad)
+
+    def test_instances_with_records_or_staged_captures(self):
+        self.assertEqual([], self.store.instances())
+        self.store.stage(self.uuid, 's1')
+        os.makedirs(os.path.join(self.root, 'locks'))
+        self.assertEqual([self.uuid], self.store.instances())
+        self.assertEqual(['s1'], self.store.staged(self.uuid))
