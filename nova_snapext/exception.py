@@ -35,3 +35,15 @@ class RevertFailed(SnapextError):
 
 class ManifestError(SnapextError):
     """A snapshot record is corrupt, unknown or inconsistent."""
+
+
+class AgentUnavailable(SnapextError):
+    """No snapext agent answered over RPC (down, unreachable, too old).
+
+    Nothing was done by this request on the agent's side, or the agent's
+    watchdog undoes it (a freeze is thawed within its timeout).
+    """
+
+
+class AgentError(SnapextError):
+    """The agent failed with an error that is not a snapext error."""

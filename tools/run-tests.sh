@@ -8,6 +8,8 @@ cd "$REPO"
 
 bash tools/setup-host.sh
 bash tools/guest/build.sh >/dev/null
+# The RPC tests talk to a real RabbitMQ at 127.0.0.1:5672.
+bash tools/start-rabbitmq.sh
 # Setup guarantees libvirtd: a real-guest test must fail, never skip.
 export SNAPEXT_REQUIRE_GUEST=1
 # shellcheck disable=SC1091
@@ -32,15 +34,23 @@ echo "== pep8"
 flake8 || status=1
 echo "== genconfig (the sample config must be current)"
 sample=$(mktemp)
-oslo-config-generator --config-file etc/snapext-config-generator.conf \
-    --output-file "$sample"
-if ! diff -u etc/snapext.conf.sample "$sample"; then
-    echo "etc/snapext.conf.sample is stale: run 'tox -e genconfig'"
-    status=1
-fi
+for generator in etc/*config-generator.conf; do
+    oslo-config-generator --config-file "$generator" --output-file "$sample"
+    current=$(sed -n 's/^output_file *= *//p' "$generator")
+    if ! diff -u "$current" "$sample"; then
+        echo "$current is stale: run 'tox -e genconfig'"
+        status=1
+    fi
+done
 rm -f "$sample"
 run_stestr unit --test-path ./nova_snapext/tests/unit run || status=1
 run_stestr functional --test-path ./nova_snapext/tests/functional \
+    run --concurrency 2 || status=1
+# Cinder's test harness owns the global config and a sqlite database, so
+# the Cinder tests run in their own stestr run.
+run_stestr cinder-unit --test-path ./cinder_snapext/tests/unit run \
+    || status=1
+run_stestr cinder-functional --test-path ./cinder_snapext/tests/functional \
     run --concurrency 2 || status=1
 
 echo "tests: $passed passed, $failed failed"

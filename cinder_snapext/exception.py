@@ -1,0 +1,20 @@
+"""Errors of the snapext Cinder backend.
+
+Each is a VolumeDriverException: the volume manager turns that into an
+'error' status; anything else would leave its records in 'creating'.
+"""
+
+from cinder import exception
+
+
+class GroupSnapshotFailed(exception.VolumeDriverException):
+    message = 'Consistent group snapshot %(group_snapshot)s failed: %(reason)s'
+
+
+class OnlineSnapshotFailed(exception.VolumeDriverException):
+    message = 'Snapshot %(snapshot)s of attached volume %(volume)s failed: ' \
+              '%(reason)s'
+
+
+class GroupSnapshotDeleteFailed(exception.VolumeDriverException):
+    message = 'Deleting group snapshot %(group_snapshot)s failed: %(reason)s'

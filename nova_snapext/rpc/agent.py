@@ -1,0 +1,375 @@
+"""The snapext agent: the RPC server on each compute host.
+
+Runs inside nova-compute (started by the driver's init_host) or standalone
+as ``snapext-agent``.  It serves the API of :mod:`nova_snapext.rpc.api` on
+exchange ``snapext``, topic ``snapext-agent``, server = the host name, and
+owns the guests it froze (see :mod:`nova_snapext.rpc.watchdog`).
+"""
+
+import contextlib
+import functools
+import os
+import threading
+import time
+
+from oslo_log import log as logging
+import oslo_messaging as messaging
+
+from nova_snapext.capture import domain_xml
+from nova_snapext.capture import quiesce
+from nova_snapext import exception
+from nova_snapext import manifest as manifest_mod
+from nova_snapext import rpc
+from nova_snapext.rpc import ops
+from nova_snapext.rpc import watchdog
+
+LOG = logging.getLogger(__name__)
+
+
+def _operation(method):
+    """Record the call in the operation log; errors stay snapext errors."""
+
+    def decorator(f):
+        @functools.wraps(f)
+        @messaging.expected_exceptions(exception.SnapextError)
+        def wrapper(self, ctxt, **kwargs):
+            op = self.ops.start(method, _instances_of(kwargs),
+                                op_id=_op_id_of(kwargs))
+            LOG.info('snapext agent %s %s request_id=%s', method,
+                     op.instances, (ctxt or {}).get('request_id'))
+            try:
+                result = f(self, op, **kwargs)
+            except exception.SnapextError as exc:
+                self.ops.finish(op, exc)
+                raise
+            except Exception as exc:
+                self.ops.finish(op, exc)
+                LOG.exception('snapext agent %s failed', method)
+                raise
+            self.ops.finish(op)
+            if isinstance(result, dict):
+                result.setdefault('op_id', op.op_id)
+            return result
+        return wrapper
+    return decorator
+
+
+def _instances_of(kwargs):
+    if 'instances' in kwargs:
+        return list(kwargs['instances'] or [])
+    spec = kwargs.get('spec') or {}
+    return [spec[k] for k in ('instance', 'snapshot_id') if spec.get(k)]
+
+
+def _op_id_of(kwargs):
+    spec = kwargs.get('spec')
+    return spec.get('op_id') if isinstance(spec, dict) else None
+
+
+def _active_disks(dom, targets=None):
+    return {d.target: d.path for d in domain_xml.writable_disks(dom.XMLDesc(0))
+            if targets is None or d.target in targets}
+
+
+class AgentEndpoint(object):
+    """The agent's RPC methods; see api.AgentAPI for the contract."""
+
+    target = messaging.Target(version='1.1')
+
+    def __init__(self, conf, engine, host):
+        self.conf = conf
+        self.engine = engine
+        self.host = host
+        self.ops = ops.OperationLog()
+        self.watchdog = watchdog.Watchdog(self._watchdog_thaw)
+        self._lock = threading.Lock()
+        self._busy = {}
+        self._thawed = {}  # uuid -> how its last freeze ended
+
+    # -- per-instance exclusion -------------------------------------------
+
+    @contextlib.contextmanager
+    def _claim(self, uuids, op):
+        """Refuse, rather than queue, a second operation on an instance.
+
+        The engine's file lock does the same across processes; this one
+        also covers the freeze window, where no engine call runs.
+        """
+        with self._lock:
+            for uuid in uuids:
+                if uuid in self._busy:
+                    other = self._busy[uuid]
+                    raise exception.Conflict(
+                        'instance %s is busy with %s (op %s) on host %s'
+                        % (uuid, other.method, other.op_id, self.host))
+            for uuid in uuids:
+                self._busy[uuid] = op
+        try:
+            yield
+        finally:
+            with self._lock:
+                for uuid in uuids:
+                    self._busy.pop(uuid, None)
+
+    def _domains(self, instances):
+        if not instances:
+            raise exception.InvalidRequest('no instance given')
+        doms = [(ident, self.engine.domain(ident)) for ident in instances]
+        uuids = [d.UUIDString() for _, d in doms]
+        if len(set(uuids)) != len(uuids):
+            raise exception.InvalidRequest('an instance is named twice')
+        return doms
+
+    def _refuse_frozen(self, uuid, what):
+        state = self.watchdog.get(uuid)
+        if state is not None:
+            raise exception.Conflict(
+                'instance %s is frozen by op %s; thaw it before %s'
+                % (uuid, state.op_id, what))
+
+    # -- 1.0 ------------------------------------------------------------------
+
+    @_operation('ping')
+    def ping(self, op):
+        return {'host': self.host, 'version': self.target.version,
+                'pid': os.getpid(), 'frozen': self.watchdog.frozen()}
+
+    @_operation('freeze')
+    def freeze(self, op, instances, timeout_ms):
+        limit = self.conf.snapext.max_freeze_ms
+        timeout_ms = max(1, min(int(timeout_ms), limit))
+        doms = self._domains(instances)
+        uuids = [d.UUIDString() for _, d in doms]
+        result = {}
+        with self._claim(uuids, op):
+            for uuid in uuids:
+                self._refuse_frozen(uuid, 'freezing it again')
+            frozen = []
+            try:
+                for ident, dom in doms:
+                    op.stage = 'freezing %s' % ident
+                    started = time.monotonic()
+                    count = quiesce.freeze(dom)
+                    state = watchdog.Frozen(dom.UUIDString(), dom.name(),
+                                            op.op_id, timeout_ms / 1000.0)
+                    state.frozen_at = started
+                    self.watchdog.arm(state)
+                    frozen.append(dom)
+                    result[ident] = {
+                        'uuid': state.uuid, 'filesystems': count,
+                        'freeze_ms': round(
+                            (time.monotonic() - started) * 1000, 1)}
+            except Exception:
+                for dom in frozen:
+                    self.watchdog.release(dom.UUIDString())
+                    quiesce.thaw(dom)
+                raise
+        return {'timeout_ms': timeout_ms, 'instances': result}
+
+    @_operation('thaw')
+    def thaw(self, op, instances):
+        result = {}
+        for ident, dom in self._domains(instances):
+            uuid = dom.UUIDString()
+            state = self.watchdog.release(uuid)
+            if state is not None:
+                # Suspended by a capture still running (caller gave up on
+                # it): thawing under it is what the caller asked for.
+                thawed = quiesce.thaw(dom)
+                ended = self._ended(state, 'caller')
+                if not thawed:
+                    ended['thawed_by'] = 'caller-failed'
+            else:
+                # Not frozen by us, or the watchdog was first; thaw anyway,
+                # a thaw never hurts and a stray freeze would.
+                quiesce.thaw(dom)
+                ended = self._thawed.get(uuid, {'thawed_by': 'not-frozen',
+                                                'frozen_ms': None})
+            result[ident] = dict(ended, uuid=uuid)
+        return {'instances': result}
+
+    def _ended(self, state, by):
+        ended = {'thawed_by': by, 'frozen_ms': state.elapsed_ms(),
+                 'freeze_op': state.op_id}
+        self._thawed[state.uuid] = ended
+        self._record_window(state, ended['frozen_ms'])
+        LOG.info('%s: thawed by %s after %.1f ms', state.name, by,
+                 ended['frozen_ms'])
+        return ended
+
+    def _record_window(self, state, frozen_ms):
+        """Put the real frozen window into manifests captured inside it."""
+        for snapshot_id in state.snapshots:
+            try:
+                record = self.engine.store.get(snapshot_id)
+                record['quiesce']['frozen_ms'] = frozen_ms
+                self.engine.store.update(record)
+            except Exception:
+                # The guest is thawed already; a record without its window
+                # must not turn the thaw into an error.
+                LOG.exception('cannot record the frozen window of %s',
+                              snapshot_id)
+
+    def _watchdog_thaw(self, state):
+        dom = self.engine.domain(state.uuid)
+        quiesce.thaw(dom)
+        self._ended(state, 'watchdog')
+
+    @_operation('capture')
+    def capture(self, op, spec):
+        spec = _capture_spec(spec)
+        dom = self.engine.domain(spec['instance'])
+        uuid = dom.UUIDString()
+        started = time.monotonic()
+        with self._claim([uuid], op):
+            state = self.watchdog.suspend(uuid)
+            try:
+                if spec['freeze_op'] and (
+                        state is None or state.op_id != spec['freeze_op']):
+                    ended = self._thawed.get(uuid) or {}
+                    raise exception.Conflict(
+                        'instance %s is no longer frozen by op %s (thawed '
+                        'by %s after %s ms); nothing was captured'
+                        % (uuid, spec['freeze_op'],
+                           ended.get('thawed_by', 'nobody'),
+                           ended.get('frozen_ms')))
+                op.stage = 'capturing'
+                record = self._take(dom, spec, state)
+            finally:
+                if state is not None:
+                    self.watchdog.rearm(uuid)
+        timings = dict(record.get('timings_ms') or {})
+        timings['agent_total'] = round((time.monotonic() - started) * 1000,
+                                       1)
+        return {'manifest': record, 'timings_ms': timings,
+                'active_disks': _active_disks(
+                    dom, {d['target'] for d in record['disks']})}
+
+    def _take(self, dom, spec, state):
+        extra = dict(spec['extra'] or {})
+        policy = spec['quiesce']
+        if state is not None:
+            # Frozen by our own freeze: capturing must not freeze (or thaw)
+            # again; the window's length is filled in at thaw.
+            extra['quiesce'] = {'policy': policy or 'required',
+                                'outcome': manifest_mod.QUIESCE_FROZEN,
+                                'frozen_ms': None}
+            policy = 'off'
+        record = self.engine.take(
+            dom.UUIDString(), memory=spec['memory'], quiesce_policy=policy,
+            disk_roles=spec['disk_roles'], extra=extra,
+            targets=spec['targets'], overlay_names=spec['overlays'],
+            reuse_overlays=spec['reuse_overlays'])
+        if state is not None:
+            state.snapshots.append(record['id'])
+        return record
+
+    @_operation('revert')
+    def revert(self, op, spec):
+        record = self.engine.store.get(_snapshot_id(spec))
+        uuid = record['instance_uuid']
+        started = time.monotonic()
+        with self._claim([uuid], op):
+            self._refuse_frozen(uuid, 'reverting it')
+            self.engine.revert(record['id'])
+        return {'snapshot_id': record['id'], 'instance_uuid': uuid,
+                'timings_ms': {'total': round(
+                    (time.monotonic() - started) * 1000, 1)}}
+
+    @_operation('status')
+    def status(self, op, op_id):
+        return self.ops.status(op_id)
+
+    # -- 1.1 ------------------------------------------------------------------
+
+    @_operation('delete')
+    def delete(self, op, spec):
+        record = self.engine.store.get(_snapshot_id(spec))
+        uuid = record['instance_uuid']
+        with self._claim([uuid], op):
+            self._refuse_frozen(uuid, 'deleting its snapshot')
+            self.engine.delete(record['id'])
+        try:
+            active = _active_disks(self.engine.domain(uuid))
+        except exception.NotFound:
+            active = {}
+        return {'snapshot_id': record['id'], 'instance_uuid': uuid,
+                'active_disks': active,
+                'manifests': self.engine.store.list(uuid)}
+
+    def _thaw_all(self):
+        """Thaw every guest this agent froze (on stop)."""
+        for state in self.watchdog.release_all():
+            try:
+                quiesce.thaw(self.engine.domain(state.uuid))
+                self._ended(state, 'agent-stop')
+            except Exception:
+                LOG.exception('cannot thaw %s on stop', state.name)
+
+
+def _snapshot_id(spec):
+    if not isinstance(spec, dict) or not spec.get('snapshot_id'):
+        raise exception.InvalidRequest('spec needs a snapshot_id')
+    return spec['snapshot_id']
+
+
+def _capture_spec(spec):
+    if not isinstance(spec, dict) or not spec.get('instance'):
+        raise exception.InvalidRequest('capture spec needs an instance')
+    unknown = set(spec) - {'instance', 'memory', 'quiesce', 'targets',
+                           'disk_roles', 'extra', 'freeze_op', 'op_id',
+                           'overlays', 'reuse_overlays'}
+    if unknown:
+        raise exception.InvalidRequest(
+            'capture spec has unknown keys: %s' % ', '.join(sorted(unknown)))
+    quiesce_policy = spec.get('quiesce')
+    if quiesce_policy is not None and quiesce_policy not in quiesce.POLICIES:
+        raise exception.InvalidRequest(
+            'quiesce must be one of %s' % ', '.join(quiesce.POLICIES))
+    targets = spec.get('targets')
+    if targets is not None and not isinstance(targets, list):
+        raise exception.InvalidRequest('targets must be a list or None')
+    return {'instance': spec['instance'],
+            'memory': bool(spec.get('memory', False)),
+            'quiesce': quiesce_policy, 'targets': targets,
+            'disk_roles': spec.get('disk_roles'), 'extra': spec.get('extra'),
+            'freeze_op': spec.get('freeze_op'),
+            'overlays': spec.get('overlays'),
+            'reuse_overlays': bool(spec.get('reuse_overlays'))}
+
+
+class AgentService(object):
+    """The agent's RPC server: ``start()`` in init_host, ``stop()`` after.
+
+    :param conf: ConfigOpts with the [snapext] options registered
+    :param engine: a nova_snapext.capture.engine.Engine
+    :param host: the server name callers address (``CONF.host``)
+    """
+
+    def __init__(self, conf, engine, host, transport=None):
+        self.conf = conf
+        self.host = host
+        self.endpoint = AgentEndpoint(conf, engine, host)
+        self._transport = transport
+        self._server = None
+
+    def start(self):
+        transport = self._transport or rpc.get_transport(self.conf)
+        rpc.register_global_only_opts(transport.conf)
+        target = messaging.Target(exchange=rpc.EXCHANGE, topic=rpc.TOPIC,
+                                  server=self.host)
+        self._server = messaging.get_rpc_server(
+            transport, target, [self.endpoint], executor='threading',
+            access_policy=messaging.DefaultRPCAccessPolicy)
+        self._server.start()
+        LOG.info('snapext agent listening: exchange %s topic %s server %s',
+                 rpc.EXCHANGE, rpc.TOPIC, self.host)
+        return self
+
+    def stop(self):
+        """Stop serving, wait for running requests, thaw what we froze."""
+        if self._server is not None:
+            self._server.stop()
+            self._server.wait()
+            self._server = None
+        self.endpoint._thaw_all()

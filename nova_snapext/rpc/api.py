@@ -1,0 +1,165 @@
+"""Client side of the snapext agent RPC API."""
+
+import time
+
+import oslo_messaging as messaging
+
+from nova_snapext import exception
+from nova_snapext import rpc
+
+
+class AgentAPI(object):
+    """Client of the snapext agent on a compute host.
+
+    API version history:
+
+    * 1.0 - Initial version: ping, freeze, thaw, capture, revert, status.
+    * 1.1 - Add delete (merge a snapshot away; its children survive).
+
+    Every method takes the request context as a dict (an oslo.context
+    object is turned into one) and the target ``host`` (the compute host's
+    ``CONF.host``, which is also a Cinder attachment's ``attached_host``).
+
+    Errors: a snapext error raised by the agent (Conflict, NotFound,
+    QuiesceRequired, CaptureFailed, ...) is raised here as the same
+    ``nova_snapext.exception`` class with the agent's message; no agent
+    answering within the timeout raises ``exception.AgentUnavailable``; any
+    other failure on the agent raises ``exception.AgentError``.  All of them
+    are ``exception.SnapextError``.
+    """
+
+    VERSION_ALIASES = {}
+    LATEST = '1.1'
+
+    def __init__(self, conf, transport=None):
+        self.conf = conf
+        transport = transport or rpc.get_transport(conf)
+        rpc.register_global_only_opts(transport.conf)
+        target = messaging.Target(exchange=rpc.EXCHANGE, topic=rpc.TOPIC,
+                                  version='1.0')
+        cap = conf.snapext.agent_version_cap or self.LATEST
+        self.client = messaging.get_rpc_client(
+            transport, target, version_cap=cap)
+
+    def _call(self, ctxt, host, method, version='1.0', timeout=None,
+              **kwargs):
+        if not self.client.can_send_version(version):
+            raise exception.AgentUnavailable(
+                '%s needs snapext agent RPC %s but the version cap is %s'
+                % (method, version, self.client.version_cap))
+        if hasattr(ctxt, 'to_dict'):
+            ctxt = ctxt.to_dict()
+        timeout = timeout or self.conf.snapext.rpc_timeout
+        cctxt = self.client.prepare(server=host, version=version,
+                                    timeout=timeout)
+        started = time.monotonic()
+        try:
+            return cctxt.call(ctxt or {}, method, **kwargs)
+        except exception.SnapextError as exc:
+            # oslo.messaging rebuilds it as a "<Class>_Remote" subclass
+            # whose str() carries the agent's traceback; callers want the
+            # plain class and message.
+            raise _plain(exc) from None
+        except messaging.MessagingTimeout:
+            raise exception.AgentUnavailable(
+                'no snapext agent on host %s answered %s within %d s'
+                % (host, method, timeout)) from None
+        except messaging.MessageUndeliverable:
+            raise exception.AgentUnavailable(
+                'no snapext agent is listening on host %s (%s)'
+                % (host, method)) from None
+        except messaging.RemoteError as exc:
+            raise exception.AgentError(
+                'snapext agent on host %s failed in %s: %s: %s'
+                % (host, method, exc.exc_type, exc.value)) from None
+        except messaging.MessagingException as exc:
+            raise exception.AgentUnavailable(
+                'snapext agent RPC %s to host %s failed after %.1f s: %s'
+                % (method, host, time.monotonic() - started, exc)) from None
+        except Exception as exc:
+            # Builtin exceptions of the agent arrive as themselves, their
+            # message followed by the agent's traceback.
+            raise exception.AgentError(
+                'snapext agent on host %s failed in %s: %s: %s'
+                % (host, method, type(exc).__name__,
+                   str(exc).split('\n')[0])) from None
+
+    def ping(self, ctxt, host):
+        """{'host', 'version', 'pid', 'frozen': [instance uuids]}."""
+        return self._call(ctxt, host, 'ping')
+
+    def freeze(self, ctxt, host, instances, timeout_ms):
+        """Freeze the filesystems of ``instances`` (uuids or names).
+
+        All or none: if one cannot be frozen the others are thawed and the
+        error is raised.  The agent thaws each guest itself when neither
+        thaw nor capture arrives within ``timeout_ms`` (capped by the
+        agent's [snapext] max_freeze_ms); a capture re-arms that timer.
+
+        :returns: {'op_id', 'timeout_ms', 'instances': {instance:
+            {'uuid', 'filesystems', 'freeze_ms'}}}; pass ``op_id`` as the
+            capture spec's ``freeze_op`` to insist on this freeze
+        """
+        return self._call(ctxt, host, 'freeze', instances=list(instances),
+                          timeout_ms=int(timeout_ms))
+
+    def thaw(self, ctxt, host, instances):
+        """Thaw ``instances``; safe to call for guests that are not frozen.
+
+        :returns: {'instances': {instance: {'uuid', 'thawed_by' (caller,
+            watchdog, not-frozen), 'frozen_ms'}}}
+        """
+        return self._call(ctxt, host, 'thaw', instances=list(instances))
+
+    def capture(self, ctxt, host, spec):
+        """One atomic libvirt snapshot of one instance.
+
+        :param spec: {'instance': uuid or name, 'memory': bool,
+            'quiesce': 'required' | 'preferred' | 'off', 'targets': [dev]
+            or None, 'disk_roles': {dev: {...}} or None, 'extra': {...} or
+            None; optionally 'freeze_op': the op_id of a freeze this
+            capture must happen inside (Conflict if that freeze is gone),
+            'overlays': {dev: file name} for the new overlays, created
+            beside each disk's current file, and 'reuse_overlays': True
+            when the caller made those files already (Cinder does, with a
+            relative backing file name)}
+        :returns: {'op_id', 'manifest': the committed manifest,
+            'timings_ms': {...}, 'active_disks': {dev: path now written}}
+        """
+        return self._call(ctxt, host, 'capture', spec=dict(spec),
+                          timeout=self.conf.snapext.rpc_capture_timeout)
+
+    def revert(self, ctxt, host, spec):
+        """Revert an instance: spec {'snapshot_id'}.
+
+        :returns: {'op_id', 'snapshot_id', 'instance_uuid', 'timings_ms'}
+        """
+        return self._call(ctxt, host, 'revert', spec=dict(spec),
+                          timeout=self.conf.snapext.rpc_capture_timeout)
+
+    def delete(self, ctxt, host, spec):
+        """Delete a snapshot, merging it away: spec {'snapshot_id'}.
+
+        :returns: {'op_id', 'snapshot_id', 'instance_uuid',
+            'active_disks': {dev: path}, 'manifests': the instance's
+            remaining records}
+        """
+        return self._call(ctxt, host, 'delete', version='1.1',
+                          spec=dict(spec),
+                          timeout=self.conf.snapext.rpc_capture_timeout)
+
+    def status(self, ctxt, host, op_id):
+        """What a recent operation of this agent is doing, or did.
+
+        :returns: {'op_id', 'method', 'state' (running, done, error,
+            unknown), 'instances', 'stage', 'error', 'elapsed_ms'}
+        """
+        return self._call(ctxt, host, 'status', op_id=op_id)
+
+
+def _plain(exc):
+    for klass in type(exc).__mro__:
+        if (issubclass(klass, exception.SnapextError) and
+                klass.__module__ == exception.__name__):
+            return klass(*exc.args)
+    return exc

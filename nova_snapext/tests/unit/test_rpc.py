@@ -1,0 +1,241 @@
+"""The agent RPC contract, end to end over oslo.messaging's fake driver.
+
+The same client and server as production, in one process, with a fake
+engine and fake libvirt domains: the wiring (targets, versions, error
+mapping) and the agent's rules (all-or-none freeze, refusal, watchdog).
+The real broker and guest are in the functional tests.
+"""
+
+import threading
+import time
+from unittest import mock
+
+from oslo_config import cfg
+import oslo_messaging as messaging
+import testtools
+
+from nova_snapext import conf as snapext_conf
+from nova_snapext import exception
+from nova_snapext.rpc import agent
+from nova_snapext.rpc import api
+from nova_snapext.rpc import watchdog
+from nova_snapext.tests.unit import fakes
+
+DISKS_XML = """<domain><devices>
+  <disk type='file' device='disk'><driver name='qemu' type='qcow2'/>
+    <source file='/srv/v/volume-1.snapext-new'/>
+    <target dev='vdb' bus='virtio'/></disk>
+</devices></domain>"""
+
+
+class FakeDomain(object):
+
+    def __init__(self, name, uuid, fail_freeze=False):
+        self._name = name
+        self._uuid = uuid
+        self.fail_freeze = fail_freeze
+        self.frozen = False
+        self.calls = []
+
+    def name(self):
+        return self._name
+
+    def UUIDString(self):
+        return self._uuid
+
+    def XMLDesc(self, flags=0):
+        return DISKS_XML
+
+    def fsFreeze(self):
+        self.calls.append('freeze')
+        if self.fail_freeze:
+            import libvirt
+            raise libvirt.libvirtError('agent not responding')
+        self.frozen = True
+        return 2
+
+    def fsThaw(self):
+        self.calls.append('thaw')
+        self.frozen = False
+        return 2
+
+
+class FakeEngine(object):
+
+    def __init__(self, domains):
+        self.domains = {d.name(): d for d in domains}
+        self.domains.update({d.UUIDString(): d for d in domains})
+        self.store = mock.Mock()
+        self.taken = []
+        self.block = None
+
+    def domain(self, ident):
+        try:
+            return self.domains[ident]
+        except KeyError:
+            raise exception.NotFound('domain %s not found' % ident)
+
+    def take(self, domain, memory=True, quiesce_policy=None,
+             disk_roles=None, extra=None, targets=None, overlay_names=None,
+             reuse_overlays=False):
+        if self.block:
+            self.block.wait(5)
+        dom = self.domain(domain)
+        self.taken.append((dom.name(), quiesce_policy, dom.frozen))
+        record = fakes.record('snap-%d' % len(self.taken), kind='disks',
+                              memory=None)
+        record['disks'][0]['target'] = 'vdb'
+        record.update(extra or {})
+        self.store.get.side_effect = {record['id']: record}.get
+        return record
+
+
+def _conf():
+    conf = cfg.ConfigOpts()
+    snapext_conf.register_opts(conf)
+    conf([], project='snapext')
+    conf.set_override('rpc_timeout', 5, 'snapext')
+    return conf
+
+
+class RpcOverFakeDriverTest(testtools.TestCase):
+
+    def setUp(self):
+        super().setUp()
+        self.conf = _conf()
+        self.a = FakeDomain('a', 'uuid-a')
+        self.b = FakeDomain('b', 'uuid-b')
+        self.engine = FakeEngine([self.a, self.b])
+        transport = messaging.get_rpc_transport(
+            self.conf, url='fake:/', allowed_remote_exmods=[
+                'nova_snapext.exception'])
+        self.service = agent.AgentService(self.conf, self.engine, 'host1',
+                                          transport=transport).start()
+        self.addCleanup(self.service.stop)
+        self.api = api.AgentAPI(self.conf, transport=transport)
+
+    def test_ping(self):
+        pong = self.api.ping({}, 'host1')
+        self.assertEqual('host1', pong['host'])
+        self.assertEqual([], pong['frozen'])
+
+    def test_freeze_is_all_or_none(self):
+        self.b.fail_freeze = True
+        e = self.assertRaises(exception.QuiesceRequired, self.api.freeze,
+                              {}, 'host1', ['a', 'b'], 5000)
+        # the plain class, with the agent's message and no traceback
+        self.assertIs(exception.QuiesceRequired, type(e))
+        self.assertIn('could not freeze', str(e))
+        self.assertNotIn('Traceback', str(e))
+        self.assertFalse(self.a.frozen)
+        self.assertEqual(['freeze', 'thaw'], self.a.calls)
+        self.assertEqual([], self.api.ping({}, 'host1')['frozen'])
+
+    def test_capture_inside_freeze_does_not_refreeze(self):
+        frozen = self.api.freeze({}, 'host1', ['a'], 5000)
+        out = self.api.capture({}, 'host1', {
+            'instance': 'a', 'targets': ['vdb'], 'quiesce': 'required',
+            'freeze_op': frozen['op_id']})
+        self.assertEqual([('a', 'off', True)], self.engine.taken)
+        self.assertEqual({'policy': 'required', 'outcome': 'frozen',
+                          'frozen_ms': None}, out['manifest']['quiesce'])
+        self.assertEqual({'vdb': '/srv/v/volume-1.snapext-new'},
+                         out['active_disks'])
+        thawed = self.api.thaw({}, 'host1', ['a'])
+        self.assertEqual('caller', thawed['instances']['a']['thawed_by'])
+        self.assertFalse(self.a.frozen)
+        # the window lands in the record
+        updated = self.engine.store.update.call_args[0][0]
+        self.assertEqual(thawed['instances']['a']['frozen_ms'],
+                         updated['quiesce']['frozen_ms'])
+
+    def test_refusals(self):
+        self.api.freeze({}, 'host1', ['a'], 5000)
+        self.assertRaises(exception.Conflict, self.api.freeze, {}, 'host1',
+                          ['a'], 5000)
+        self.engine.store.get.return_value = fakes.record(
+            instance_uuid='uuid-a')
+        e = self.assertRaises(exception.Conflict, self.api.revert, {},
+                              'host1', {'snapshot_id': 's1'})
+        self.assertIn('thaw it before reverting', str(e))
+        self.assertRaises(exception.Conflict, self.api.capture, {}, 'host1',
+                          {'instance': 'b', 'freeze_op': 'other'})
+        self.assertRaises(exception.InvalidRequest, self.api.capture, {},
+                          'host1', {'instance': 'a', 'colour': 'blue'})
+        self.assertRaises(exception.NotFound, self.api.thaw, {}, 'host1',
+                          ['zzz'])
+
+    def test_concurrent_capture_refused(self):
+        self.engine.block = threading.Event()
+        first = threading.Thread(target=self.api.capture,
+                                 args=({}, 'host1', {'instance': 'a'}))
+        first.start()
+        time.sleep(0.3)
+        try:
+            e = self.assertRaises(exception.Conflict, self.api.capture, {},
+                                  'host1', {'instance': 'uuid-a'})
+            self.assertIn('busy with capture', str(e))
+        finally:
+            self.engine.block.set()
+            first.join()
+
+    def test_watchdog_thaws_and_thaw_reports_it(self):
+        frozen = self.api.freeze({}, 'host1', ['a'], 200)
+        time.sleep(0.6)
+        self.assertFalse(self.a.frozen)
+        late = self.api.thaw({}, 'host1', ['a'])['instances']['a']
+        self.assertEqual('watchdog', late['thawed_by'])
+        self.assertEqual(frozen['op_id'], late['freeze_op'])
+
+    def test_status(self):
+        frozen = self.api.freeze({}, 'host1', ['a'], 5000)
+        status = self.api.status({}, 'host1', frozen['op_id'])
+        self.assertEqual('done', status['state'])
+        self.assertEqual(['a'], status['instances'])
+
+    def test_stop_thaws(self):
+        self.api.freeze({}, 'host1', ['a'], 5000)
+        self.service.stop()
+        self.assertFalse(self.a.frozen)
+
+    def test_freeze_timeout_capped(self):
+        self.conf.set_override('max_freeze_ms', 1000, 'snapext')
+        self.assertEqual(1000, self.api.freeze({}, 'host1', ['a'],
+                                               10 ** 6)['timeout_ms'])
+
+    def test_version_cap(self):
+        self.conf.set_override('agent_version_cap', '1.0', 'snapext')
+        old = api.AgentAPI(self.conf, transport=self.service._transport)
+        e = self.assertRaises(exception.AgentUnavailable, old.delete, {},
+                              'host1', {'snapshot_id': 's1'})
+        self.assertIn('version cap is 1.0', str(e))
+
+    def test_unexpected_agent_error(self):
+        self.engine.take = mock.Mock(side_effect=RuntimeError('boom'))
+        e = self.assertRaises(exception.AgentError, self.api.capture, {},
+                              'host1', {'instance': 'a'})
+        self.assertIn('RuntimeError: boom', str(e))
+
+
+class WatchdogTest(testtools.TestCase):
+
+    def test_suspended_and_stale_timers_do_not_fire(self):
+        expired = []
+        dog = watchdog.Watchdog(expired.append)
+        state = watchdog.Frozen('u', 'n', 'op', 0.1)
+        dog.arm(state)
+        dog.suspend('u')
+        time.sleep(0.3)
+        self.assertEqual([], expired)
+        dog.rearm('u')
+        time.sleep(0.3)
+        self.assertEqual([state], expired)
+        self.assertIsNone(dog.release('u'))
+
+    def test_release_wins_once(self):
+        expired = []
+        dog = watchdog.Watchdog(expired.append)
+        dog.arm(watchdog.Frozen('u', 'n', 'op', 0.05))
+        self.assertIsNotNone(dog.release('u'))
+        time.sleep(0.2)
+        self.assertEqual([], expired)
