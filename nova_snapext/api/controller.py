@@ -87,11 +87,11 @@ class Controller(object):
         asks the agent, and a tree is still served when the agent cannot
         answer: the records are the store's.
         """
-        current = getattr(self.agent, 'current', None)
-        if current is None or not instance.host:
+        if not instance.host:
             return None
         try:
-            return current(context.to_dict(), instance.host, instance.uuid)
+            return self.agent.current(context.to_dict(), instance.host,
+                                      instance.uuid)
         except Exception as exc:
             if faults.snapext_class(exc) is None:
                 raise

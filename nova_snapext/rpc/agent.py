@@ -57,6 +57,8 @@ def _operation(method):
 def _instances_of(kwargs):
     if 'instances' in kwargs:
         return list(kwargs['instances'] or [])
+    if 'instance' in kwargs:
+        return [kwargs['instance']]
     spec = kwargs.get('spec') or {}
     return [spec[k] for k in ('instance', 'snapshot_id') if spec.get(k)]
 
@@ -74,7 +76,7 @@ def _active_disks(dom, targets=None):
 class AgentEndpoint(object):
     """The agent's RPC methods; see api.AgentAPI for the contract."""
 
-    target = messaging.Target(version='1.1')
+    target = messaging.Target(version='1.2')
 
     def __init__(self, conf, engine, host):
         self.conf = conf
@@ -275,6 +277,10 @@ class AgentEndpoint(object):
         return {'snapshot_id': record['id'], 'instance_uuid': uuid,
                 'timings_ms': {'total': round(
                     (time.monotonic() - started) * 1000, 1)}}
+
+    @_operation('current')
+    def current(self, op, instance):
+        return self.engine.current(instance)
 
     @_operation('status')
     def status(self, op, op_id):

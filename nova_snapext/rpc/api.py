@@ -15,6 +15,7 @@ class AgentAPI(object):
 
     * 1.0 - Initial version: ping, freeze, thaw, capture, revert, status.
     * 1.1 - Add delete (merge a snapshot away; its children survive).
+    * 1.2 - Add current (the snapshot an instance's disks descend from).
 
     Every method takes the request context as a dict (an oslo.context
     object is turned into one) and the target ``host`` (the compute host's
@@ -29,7 +30,7 @@ class AgentAPI(object):
     """
 
     VERSION_ALIASES = {}
-    LATEST = '1.1'
+    LATEST = '1.2'
 
     def __init__(self, conf, transport=None):
         self.conf = conf
@@ -147,6 +148,15 @@ class AgentAPI(object):
         return self._call(ctxt, host, 'delete', version='1.1',
                           spec=dict(spec),
                           timeout=self.conf.snapext.rpc_capture_timeout)
+
+    def current(self, ctxt, host, instance):
+        """Id of the snapshot the instance's disks now descend from.
+
+        Only the host can tell: it reads the disks' backing files.
+        :returns: a snapshot id or None
+        """
+        return self._call(ctxt, host, 'current', version='1.2',
+                          instance=instance)
 
     def status(self, ctxt, host, op_id):
         """What a recent operation of this agent is doing, or did.

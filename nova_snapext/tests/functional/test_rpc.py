@@ -54,7 +54,7 @@ class RpcContractTest(AgentTestCase):
         g = self.guest
         pong = self.api.ping(self.ctxt, self.host)
         self.assertEqual(self.host, pong['host'])
-        self.assertEqual('1.1', pong['version'])
+        self.assertEqual('1.2', pong['version'])
         self.assertNotEqual(os.getpid(), pong['pid'])
         self.assertEqual([], pong['frozen'])
 
@@ -130,6 +130,8 @@ class RpcContractTest(AgentTestCase):
         g.wait_for_agent()
         self.assertIsNone(g.sha256('/mnt/vdb/after.bin'))
         self.assertEqual(before, g.sha256('/mnt/vdb/before.bin'))
+        self.assertEqual(full['manifest']['id'], self.api.current(
+            self.ctxt, self.host, g.dom.UUIDString()))
 
 
 class WatchdogTest(AgentTestCase):
