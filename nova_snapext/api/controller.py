@@ -218,9 +218,10 @@ class Controller(object):
                             instance.vm_state)
         return self._full_snapshot(context, instance, bdms,
                                    common.normalize_name(entity['name']),
-                                   metadata)
+                                   metadata, explicit)
 
-    def _full_snapshot(self, context, instance, bdms, name, metadata):
+    def _full_snapshot(self, context, instance, bdms, name, metadata,
+                       explicit):
         volume_bdms = [b for b in bdms if b.is_volume and not b.no_device]
         # The image id is chosen here so that the record can name it.
         image_id = uuidutils.generate_uuid()
@@ -244,10 +245,20 @@ class Controller(object):
                                'root_device_name':
                                    instance.root_device_name}},
         }
+        try:
+            record = self.agent.capture(context.to_dict(), instance.host,
+                                        spec)['manifest']
+        except exception.InvalidRequest as exc:
+            if explicit:
+                raise
+            # Volumes snapext cannot capture (rbd, iSCSI): the agent refused
+            # before touching anything, and Nova's stock path serves them,
+            # as the driver falls back for image-backed servers.
+            LOG.info('full snapshot of %s not possible (%s); Nova takes a '
+                     'stock snapshot', instance.uuid, exc)
+            return None
         self._record_action(context, instance,
                             instance_actions.CREATE_IMAGE)
-        record = self.agent.capture(context.to_dict(), instance.host,
-                                    spec)['manifest']
         try:
             image_meta = self._image_meta(context, instance, bdms,
                                           volume_bdms, record, name,

@@ -543,6 +543,8 @@ class Engine(object):
     def _recover_domain(self, dom, done):
         instance_uuid = dom.UUIDString()
         staged = self.store.staged(instance_uuid)
+        if staged:
+            self._wait_for_libvirt_job(dom)
         if staged and dom.isActive():
             state, reason = dom.state()
             if (state == libvirt.VIR_DOMAIN_PAUSED and
@@ -659,6 +661,22 @@ class Engine(object):
                     changed = True
             if changed:
                 self.store.update(m)
+
+    def _wait_for_libvirt_job(self, dom):
+        """Wait while libvirtd still runs a job on ``dom``.
+
+        libvirtd finishes a snapshot even when the process that asked for it
+        died; cleaning up the domain's files meanwhile would pull overlays
+        from under it.
+        """
+        deadline = time.monotonic() + self.conf.snapext.block_job_timeout
+        while (dom.isActive() and
+               dom.jobInfo()[0] != libvirt.VIR_DOMAIN_JOB_NONE):
+            if time.monotonic() > deadline:
+                raise exception.Conflict(
+                    'libvirt still runs a job on %s after %d s'
+                    % (dom.name(), self.conf.snapext.block_job_timeout))
+            time.sleep(0.1)
 
     def _wait_block_job(self, dom, target, dropped):
         """Wait for a pull or commit; check ``dropped`` left the chain.

@@ -496,6 +496,19 @@ class CreateImageTest(FilterTestCase):
                          resp.headers['Location'])
         self.assertEqual('compute 2.1', resp.headers[HEADER])
 
+    def test_volumes_snapext_cannot_capture_take_novas_path(self):
+        self.agent.error = exception.InvalidRequest(
+            "disk vda is of type 'network'; snapext snapshots file-backed "
+            "disks only")
+        resp = self.create_image()
+        self.assertEqual({'nova': True}, resp.json_body)
+        self.assertFalse(self.actions.called)
+        # asked for explicitly, the refusal is the answer
+        resp = self.create_image(metadata={'snapext_full': 'true'})
+        self.assertEqual(400, resp.status_int)
+        self.assertIn("of type 'network'",
+                      resp.json_body['badRequest']['message'])
+
     def test_image_backed_passes_through(self):
         resp = self.create_image(server=self.image_backed,
                                  metadata={'snapext_full': 'true'})
