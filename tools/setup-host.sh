@@ -61,15 +61,19 @@ for _ in $(seq 100); do
 done
 virsh -c qemu:///system version >/dev/null
 
-# The venv is rebuilt only when the requirements or the entry points change.
+# The requirements are reinstalled only when they or the entry points change.
 stamp=$VENV/.snapext-requirements
 want=$(cat "$REPO"/requirements.txt "$REPO"/test-requirements.txt \
        "$REPO"/setup.cfg | sha256sum)
-if [ ! -x "$VENV/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-    log "building the virtualenv in $VENV"
+if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c '' 2>/dev/null; then
+    log "creating the virtualenv in $VENV"
+    rm -rf "$VENV"
+    "$PYTHON" -m venv "$VENV"
+fi
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+    log "installing the requirements into $VENV"
     piplog=$(mktemp)
-    if ! { "$PYTHON" -m venv "$VENV" &&
-           "$VENV/bin/pip" install -U pip wheel setuptools &&
+    if ! { "$VENV/bin/pip" install -U pip wheel setuptools &&
            "$VENV/bin/pip" install -r "$REPO/requirements.txt" \
                -r "$REPO/test-requirements.txt" &&
            "$VENV/bin/pip" install --no-deps -e "$REPO"; } >"$piplog" 2>&1
