@@ -83,7 +83,8 @@ class AgentEndpoint(object):
         self.engine = engine
         self.host = host
         self.ops = ops.OperationLog()
-        self.watchdog = watchdog.Watchdog(self._watchdog_thaw)
+        self.watchdog = watchdog.Watchdog(self._watchdog_thaw,
+                                          marker_dir=conf.snapext.lock_path)
         self._lock = threading.Lock()
         self._busy = {}
         self._thawed = {}  # uuid -> how its last freeze ended
@@ -211,6 +212,22 @@ class AgentEndpoint(object):
                 # must not turn the thaw into an error.
                 LOG.exception('cannot record the frozen window of %s',
                               snapshot_id)
+
+    def thaw_leftovers(self):
+        """Thaw the guests a killed agent left frozen (no watchdog ran)."""
+        for uuid in self.watchdog.leftovers():
+            try:
+                quiesce.thaw_when_ready(
+                    self.engine.domain(uuid),
+                    self.conf.snapext.thaw_after_restore_timeout)
+            except exception.NotFound:
+                pass
+            except exception.SnapextError:
+                LOG.exception('cannot thaw %s, frozen by a previous agent',
+                              uuid)
+                continue
+            LOG.warning('thawed %s, left frozen by a previous agent', uuid)
+            self.watchdog.forget(uuid)
 
     def _watchdog_thaw(self, state):
         dom = self.engine.domain(state.uuid)
@@ -360,6 +377,7 @@ class AgentService(object):
         self._server = None
 
     def start(self):
+        self.endpoint.thaw_leftovers()
         transport = self._transport or rpc.get_transport(self.conf)
         rpc.register_global_only_opts(transport.conf)
         target = messaging.Target(exchange=rpc.EXCHANGE, topic=rpc.TOPIC,

@@ -9,6 +9,7 @@ after capturing still leaves a thawed guest.
 """
 
 import itertools
+import os
 import threading
 import time
 
@@ -40,13 +41,46 @@ class Watchdog(object):
 
     :param expire: callable(Frozen) run (in a timer thread) when a guest's
         deadline passes; it must thaw the guest
+    :param marker_dir: where a file per frozen guest outlives this process,
+        so that the next agent thaws what a killed one left frozen
     """
 
-    def __init__(self, expire):
+    def __init__(self, expire, marker_dir=None):
         self._expire = expire
         self._lock = threading.Lock()
         self._frozen = {}
         self._tokens = itertools.count()
+        self._marker_dir = marker_dir
+
+    def _marker(self, uuid):
+        return os.path.join(self._marker_dir, '%s.frozen' % uuid)
+
+    def _mark(self, uuid):
+        if self._marker_dir:
+            os.makedirs(self._marker_dir, exist_ok=True)
+            with open(self._marker(uuid), 'w'):
+                pass
+
+    def _unmark(self, uuid):
+        if self._marker_dir:
+            try:
+                os.unlink(self._marker(uuid))
+            except FileNotFoundError:
+                pass
+
+    def leftovers(self):
+        """UUIDs a previous agent froze and never thawed."""
+        if not self._marker_dir or not os.path.isdir(self._marker_dir):
+            return []
+        with self._lock:
+            return sorted(name[:-len('.frozen')]
+                          for name in os.listdir(self._marker_dir)
+                          if name.endswith('.frozen')
+                          and name[:-len('.frozen')] not in self._frozen)
+
+    def forget(self, uuid):
+        """A leftover has been thawed."""
+        self._unmark(uuid)
 
     def frozen(self):
         with self._lock:
@@ -59,6 +93,7 @@ class Watchdog(object):
     def arm(self, state):
         """Start watching a newly frozen guest."""
         with self._lock:
+            self._mark(state.uuid)
             self._frozen[state.uuid] = state
             self._start(state)
 
@@ -92,6 +127,7 @@ class Watchdog(object):
             state = self._frozen.pop(uuid, None)
             if state is not None:
                 state.timer.cancel()
+                self._unmark(uuid)
             return state
 
     def release_all(self):
@@ -100,6 +136,7 @@ class Watchdog(object):
             self._frozen.clear()
         for state in states:
             state.timer.cancel()
+            self._unmark(state.uuid)
         return states
 
     def _fire(self, uuid, token):
@@ -116,4 +153,7 @@ class Watchdog(object):
         try:
             self._expire(state)
         except Exception:
+            # The marker stays: the next agent retries the thaw.
             LOG.exception('watchdog could not thaw %s', state.name)
+        else:
+            self._unmark(uuid)

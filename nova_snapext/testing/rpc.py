@@ -101,6 +101,10 @@ class AgentProcess(fixtures.Fixture):
         return os.path.join(self.workdir, 'agent-store')
 
     def start(self, timeout=60):
+        # A restarted agent appends to the same log: only its own lines
+        # count.
+        offset = (os.path.getsize(self.log) if os.path.exists(self.log)
+                  else 0)
         with open(self.log, 'ab') as log:
             self.proc = subprocess.Popen(
                 [sys.executable, '-W', 'ignore', '-m',
@@ -115,6 +119,7 @@ class AgentProcess(fixtures.Fixture):
                 raise RuntimeError('snapext-agent exited with %s; log:\n%s'
                                    % (self.proc.returncode, self.tail()))
             with open(self.log, 'rb') as f:
+                f.seek(offset)
                 if mark in f.read():
                     return
             time.sleep(0.1)

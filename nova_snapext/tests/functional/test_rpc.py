@@ -192,6 +192,15 @@ class AgentDownTest(AgentTestCase):
         self.agent.stop()
         self.assertEqual('thawed', self.guest.freeze_status())
 
+    def test_killed_agent_guest_thawed_by_the_next(self):
+        # SIGKILL: no watchdog and no stop() runs in the dying agent.
+        self.api.freeze(self.ctxt, self.host, [self.guest.name], 30000)
+        self.agent.kill()
+        self.assertEqual('frozen', self.guest.freeze_status())
+        self.agent.start()
+        self.assertEqual('thawed', self.guest.freeze_status())
+        self.assertEqual([], self.api.ping(self.ctxt, self.host)['frozen'])
+
 
 class ConnectionDropTest(AgentTestCase):
 

@@ -10,6 +10,7 @@ import threading
 import time
 from unittest import mock
 
+import fixtures
 from oslo_config import cfg
 import oslo_messaging as messaging
 import testtools
@@ -103,6 +104,10 @@ class RpcOverFakeDriverTest(testtools.TestCase):
     def setUp(self):
         super().setUp()
         self.conf = _conf()
+        # the watchdog's markers go there
+        self.conf.set_override('lock_path',
+                               self.useFixture(fixtures.TempDir()).path,
+                               'snapext')
         self.a = FakeDomain('a', 'uuid-a')
         self.b = FakeDomain('b', 'uuid-b')
         self.engine = FakeEngine([self.a, self.b])
