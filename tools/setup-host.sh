@@ -39,21 +39,35 @@ for kv in 'user = "root"' 'group = "root"'; do
     fi
 done
 
-if ! pgrep -x virtlogd >/dev/null; then
-    log "starting virtlogd"
-    virtlogd -d
-fi
-if [ -n "${restart_libvirtd:-}" ] && pgrep -x libvirtd >/dev/null; then
-    log "restarting libvirtd for the new qemu.conf"
-    pkill -x libvirtd
-    for _ in $(seq 50); do pgrep -x libvirtd >/dev/null || break; sleep 0.1; done
-fi
-if ! pgrep -x libvirtd >/dev/null; then
-    # Without systemd, QEMU (daemonized by libvirtd) is re-parented to PID 1;
-    # a container init that reaps late makes libvirtd wait about 1.4 s for
-    # every QEMU exit (destroy, revert).  tini as a subreaper reaps at once.
-    log "starting libvirtd under tini"
-    setsid tini -s -- libvirtd </dev/null >>/var/log/snapext-libvirtd.log 2>&1 &
+if [ -d /run/systemd/system ]; then
+    # A host booted with systemd: its units run the daemons.
+    systemctl start virtlogd.socket
+    if [ -n "${restart_libvirtd:-}" ]; then
+        systemctl restart libvirtd
+    else
+        systemctl start libvirtd
+    fi
+else
+    if ! pgrep -x virtlogd >/dev/null; then
+        log "starting virtlogd"
+        virtlogd -d
+    fi
+    if [ -n "${restart_libvirtd:-}" ] && pgrep -x libvirtd >/dev/null; then
+        log "restarting libvirtd for the new qemu.conf"
+        pkill -x libvirtd
+        for _ in $(seq 50); do
+            pgrep -x libvirtd >/dev/null || break
+            sleep 0.1
+        done
+    fi
+    if ! pgrep -x libvirtd >/dev/null; then
+        # QEMU, daemonized by libvirtd, is re-parented to PID 1; a container
+        # init that reaps late makes libvirtd wait ~1.4 s for every QEMU
+        # exit (destroy, revert).  tini as a subreaper reaps at once.
+        log "starting libvirtd under tini"
+        setsid tini -s -- libvirtd </dev/null \
+            >>/var/log/snapext-libvirtd.log 2>&1 &
+    fi
 fi
 for _ in $(seq 100); do
     virsh -c qemu:///system version >/dev/null 2>&1 && break
