@@ -34,7 +34,11 @@ def main(argv=None):
     conf(sys.argv[1:] if argv is None else argv, project='snapext',
          prog='snapext-agent')
     logging.setup(conf, 'snapext-agent')
-    service = agent.AgentService(conf, engine_mod.Engine(conf), conf.host)
+    engine = engine_mod.Engine(conf)
+    # As nova-compute's init_host() does: a capture that died with the
+    # previous agent may have left a guest frozen or orphan overlays.
+    engine.recover()
+    service = agent.AgentService(conf, engine, conf.host)
     stopping = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *args: stopping.set())
