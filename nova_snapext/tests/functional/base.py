@@ -6,6 +6,7 @@ the run instead.
 """
 
 import os
+import shutil
 import tempfile
 import uuid
 
@@ -47,6 +48,10 @@ class GuestTestCase(testtools.TestCase):
         os.makedirs(WORK_ROOT, exist_ok=True)
         self.workdir = tempfile.mkdtemp(
             prefix='%s.' % self.id().split('.')[-1], dir=WORK_ROOT)
+        # Memory images are ~100 MiB each: a run must not fill the disk.
+        # SNAPEXT_KEEP_TEST_DIRS=1 keeps them for a post-mortem.
+        if not os.environ.get('SNAPEXT_KEEP_TEST_DIRS'):
+            self.addCleanup(shutil.rmtree, self.workdir, True)
         self.conf = cfg.ConfigOpts()
         snapext_conf.register_opts(self.conf)
         self.conf([], project='snapext')
