@@ -195,6 +195,8 @@ def main(argv=None):
     conf = cfg.ConfigOpts()
     snapext_conf.register_opts(conf)
     logging.register_options(conf)
+    # stdout carries the command's answer (JSON); progress goes to stderr.
+    conf.set_default('use_stderr', True)
     conf([], project='snapext', default_config_files=args.config_file)
     logging.setup(conf, 'snapext')
     try:
