@@ -6,6 +6,8 @@ the decisions (XML, chain plans, the record) come from the pure modules
 next to them.
 """
 
+import os
+
 import libvirt
 from oslo_log import log as logging
 from oslo_utils import uuidutils
@@ -72,6 +74,24 @@ class Engine(take.TakeOps, restore.RestoreOps, merge.MergeOps,
 
     def _lock(self, instance_uuid):
         return locks.instance_lock(self.conf.snapext.lock_path, instance_uuid)
+
+    def _remove_unused(self, dom, paths, what):
+        """Unlink those of ``paths`` that the domain's disks do not use.
+
+        A failed operation may or may not have switched the domain to its
+        new files; the ones it runs on must stay.
+        """
+        try:
+            in_use = {d.path for d in
+                      domain_xml.writable_disks(dom.XMLDesc(0))}
+        except libvirt.libvirtError:
+            LOG.exception('cannot tell which files %s uses; keeping %s',
+                          dom.name(), what)
+            return
+        for path in paths:
+            if path not in in_use and os.path.exists(path):
+                LOG.info('removing %s %s', what, path)
+                os.unlink(path)
 
     # -- queries ---------------------------------------------------------
 

@@ -28,34 +28,32 @@ class MergeOps(object):
         with self._lock(record['instance_uuid']):
             self._delete(record)
 
-    def _live_chains(self, instance_uuid, backing):
-        try:
-            dom = self._lookup(instance_uuid)
-        except exception.NotFound:
-            return None, {}
-        if not dom.isActive():
-            return dom, {}
+    @staticmethod
+    def _live_chains(dom, disks, backing):
+        """{target: [active, its backing, ...]} of a running domain."""
+        if dom is None or not dom.isActive():
+            return {}
         chains = {}
-        for disk in domain_xml.writable_disks(dom.XMLDesc(0)):
+        for disk in disks:
             files = [disk.path]
-            while files[-1] in backing and backing[files[-1]]:
+            while backing.get(files[-1]):
                 files.append(backing[files[-1]])
             chains[disk.target] = files
-        return dom, chains
+        return chains
 
     def _delete(self, record):
         instance_uuid = record['instance_uuid']
         manifests = self.store.list(instance_uuid)
-        known = {d['path'] for m in manifests for d in m['disks']}
         try:
             dom = self._lookup(instance_uuid)
-            known.update(d.path for d in
-                         domain_xml.writable_disks(dom.XMLDesc(0)))
+            disks = domain_xml.writable_disks(dom.XMLDesc(0))
         except exception.NotFound:
-            pass
+            dom, disks = None, []
+        known = {d['path'] for m in manifests for d in m['disks']}
+        known.update(d.path for d in disks)
         backing = {p: qemu_img.backing_file(p) for p in sorted(known)
                    if os.path.exists(p)}
-        dom, live_chains = self._live_chains(instance_uuid, backing)
+        live_chains = self._live_chains(dom, disks, backing)
         states = {d['target']: d['path'] for d in record['disks']}
         steps = chain.plan_delete(states, backing, live_chains)
         self._report('delete-planned', snapshot=record['id'],
@@ -123,10 +121,7 @@ class MergeOps(object):
             time.sleep(0.2)
         active = {d.target: d.path for d in
                   domain_xml.writable_disks(dom.XMLDesc(0))}[target]
-        path = active
-        while path:
-            if path == dropped:
-                raise exception.SnapextError(
-                    'block job on %s of %s failed: %s is still in its '
-                    'chain' % (target, dom.name(), dropped))
-            path = qemu_img.backing_file(path)
+        if dropped in qemu_img.chain(active):
+            raise exception.SnapextError(
+                'block job on %s of %s failed: %s is still in its chain'
+                % (target, dom.name(), dropped))

@@ -15,13 +15,25 @@ def info(path):
     return jsonutils.loads(_run('info', '-U', '--output=json', path))
 
 
-def backing_file(path):
-    """Absolute path of ``path``'s backing file, or None."""
-    data = info(path)
+def backing_file(path, data=None):
+    """Absolute path of ``path``'s backing file, or None.
+
+    :param data: ``info(path)``, when the caller has it already
+    """
+    data = data or info(path)
     backing = data.get('full-backing-filename') or data.get('backing-filename')
     if not backing:
         return None
     return os.path.normpath(os.path.join(os.path.dirname(path), backing))
+
+
+def chain(path):
+    """``path`` and every file under it, top first."""
+    files = []
+    while path:
+        files.append(path)
+        path = backing_file(path)
+    return files
 
 
 def create_overlay(path, backing, backing_fmt='qcow2'):

@@ -77,11 +77,7 @@ class RestoreOps(object):
             with progress.timed(timings, 'destroy'):
                 if was_active:
                     dom.destroy()
-            if dom.isPersistent():
-                self.conn.defineXML(domain_xml.with_disk_sources(
-                    dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE |
-                                libvirt.VIR_DOMAIN_XML_SECURE),
-                    overlays))
+            self._redefine_on(dom, overlays)
             with progress.timed(timings, 'restore' if full else 'boot'):
                 if full:
                     self.conn.restoreFlags(memory_file, restore_xml,
@@ -109,12 +105,8 @@ class RestoreOps(object):
 
     def _undo_revert(self, dom, record, created, old_disks, was_active):
         """Bring the domain back on its old disks after a failed revert."""
-        old = {d.target: d.path for d in old_disks}
         try:
-            if dom.isPersistent():
-                self.conn.defineXML(domain_xml.with_disk_sources(
-                    dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE |
-                                libvirt.VIR_DOMAIN_XML_SECURE), old))
+            self._redefine_on(dom, {d.target: d.path for d in old_disks})
             if was_active and not dom.isActive():
                 LOG.warning('revert failed; booting %s on its previous '
                             'disks', dom.name())
@@ -122,16 +114,17 @@ class RestoreOps(object):
         except libvirt.libvirtError:
             LOG.exception('could not bring %s back after the failed revert',
                           dom.name())
-        in_use = set()
-        try:
-            in_use = {d.path for d in
-                      domain_xml.writable_disks(dom.XMLDesc(0))}
-        except libvirt.libvirtError:
-            LOG.exception('cannot read %s; keeping new overlays', dom.name())
-            return
-        for path in created:
-            if path not in in_use and os.path.exists(path):
-                os.unlink(path)
+        self._remove_unused(dom, created, 'overlay of the failed revert')
+
+    def _redefine_on(self, dom, sources):
+        """Point a persistent domain's next boot at ``sources``.
+
+        :param sources: {target: file}
+        """
+        if dom.isPersistent():
+            self.conn.defineXML(domain_xml.with_disk_sources(
+                dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE |
+                            libvirt.VIR_DOMAIN_XML_SECURE), sources))
 
     def clone(self, snapshot_id, name, uuid, disk_sources, path_moves=None,
               xml_edit=None, paused=False, before_start=None):

@@ -69,7 +69,7 @@ class TakeOps(object):
                               reuse_overlays)
 
     def _take(self, dom, memory, policy, disk_roles, extra, targets,
-              overlay_names=None, reuse_overlays=False):
+              overlay_names, reuse_overlays):
         started = time.monotonic()
         instance_uuid = dom.UUIDString()
         running = dom.isActive()
@@ -97,7 +97,7 @@ class TakeOps(object):
                 'domain %s has no disk to snapshot' % dom.name())
         snapshot_id = uuidutils.generate_uuid()
         overlays = {d.target: _overlay(d.path, snapshot_id,
-                                       (overlay_names or {}).get(d.target))
+                                       overlay_names.get(d.target))
                     for d in disks}
         taken = [p for p in overlays.values() if os.path.exists(p)]
         if reuse_overlays:
@@ -179,7 +179,7 @@ class TakeOps(object):
                 'path': disk.path,
                 'format': info['format'],
                 'virtual_size': info['virtual-size'],
-                'backing': qemu_img.backing_file(disk.path),
+                'backing': qemu_img.backing_file(disk.path, info),
                 'bytes': info.get('actual-size', 0),
                 'sha256': None,
             })
@@ -193,14 +193,5 @@ class TakeOps(object):
         (the failure came later), the overlays are the domain's live disks
         and must stay.
         """
-        try:
-            in_use = {d.path for d in
-                      domain_xml.writable_disks(dom.XMLDesc(0))}
-        except libvirt.libvirtError:
-            LOG.exception('cannot tell which overlays %s uses; keeping them',
-                          dom.name())
-            return
-        for path in overlays.values():
-            if path not in in_use and os.path.exists(path):
-                LOG.info('removing overlay %s of the failed capture', path)
-                os.unlink(path)
+        self._remove_unused(dom, overlays.values(),
+                            'overlay of the failed capture')

@@ -27,6 +27,7 @@ from nova_snapext.capture import domain_xml
 from nova_snapext.capture import engine as engine_mod
 from nova_snapext import conf as snapext_conf
 from nova_snapext import exception
+from nova_snapext.rpc import agent
 from nova_snapext.virt import policy
 from nova_snapext.virt import resume
 
@@ -59,15 +60,6 @@ class SnapextLibvirtDriver(libvirt_driver.LibvirtDriver):
     def init_host(self, host):
         super().init_host(host)
         self.snapext.recover()
-        self._start_agent()
-
-    def _start_agent(self):
-        try:
-            from nova_snapext.rpc import agent
-        except ImportError:
-            LOG.warning('snapext RPC agent unavailable; Cinder group '
-                        'snapshots cannot reach this host')
-            return
         self._snapext_agent = agent.AgentService(CONF, self.snapext,
                                                  CONF.host)
         self._snapext_agent.start()

@@ -40,12 +40,9 @@ class KillMixin(object):
         self.assertEqual([], self.staging_dirs())
         self.assertEqual('thawed', self.guest.freeze_status())
         self.assertRunningAndThawed()
-        in_use = set()
-        for d in domain_xml.writable_disks(self.guest.dom.XMLDesc(0)):
-            path = d.path
-            while path:
-                in_use.add(os.path.basename(path))
-                path = qemu_img.backing_file(path)
+        in_use = {os.path.basename(p)
+                  for d in domain_xml.writable_disks(self.guest.dom.XMLDesc(0))
+                  for p in qemu_img.chain(d.path)}
         self.assertEqual([], [f for f in self.overlay_files()
                               if f not in in_use])
         # the guest writes on, and a new snapshot works
