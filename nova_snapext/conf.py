@@ -29,9 +29,10 @@ OPTS = [
                help='Seconds to wait for the guest agent of a reverted '
                     'guest to thaw the filesystems that were frozen in its '
                     'memory image.'),
-    cfg.IntOpt('block_job_timeout', default=600, min=1,
-               help='Seconds a block pull or commit may take when a '
-                    'snapshot is deleted from a running chain.'),
+    cfg.IntOpt('libvirt_job_timeout', default=600, min=1,
+               deprecated_name='block_job_timeout',
+               help='Seconds recovery waits for a libvirt job (a memory '
+                    'save) that an interrupted capture left running.'),
     cfg.BoolOpt('full_snapshot_default', default=False,
                 help='Whether "nova image-create" takes a full snapshot '
                      '(memory, CPU state and every disk) by default.  A '

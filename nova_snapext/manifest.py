@@ -13,7 +13,7 @@ import jsonschema
 
 from nova_snapext import exception
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 KIND_FULL = 'full'
 KIND_DISKS = 'disks'
@@ -64,18 +64,20 @@ SCHEMA = {
             'minItems': 1,
             'items': {
                 'type': 'object',
-                'required': ['target', 'role', 'path', 'format',
-                             'virtual_size', 'backing', 'bytes'],
+                'required': ['target', 'role', 'path', 'snapshot', 'format',
+                             'virtual_size'],
                 'properties': {
                     'target': {'type': 'string'},
                     'role': {'enum': ['root', 'volume', 'disk']},
                     'volume_id': _nullable_str,
                     'cinder_snapshot_id': _nullable_str,
+                    # the disk's own file, which holds the state as the
+                    # qcow2 internal snapshot ``snapshot``
                     'path': {'type': 'string'},
-                    'format': {'type': 'string'},
+                    'snapshot': {'type': 'string', 'minLength': 1},
+                    'format': {'const': 'qcow2'},
                     'virtual_size': {'type': 'integer', 'minimum': 0},
                     'backing': _nullable_str,
-                    'bytes': {'type': 'integer', 'minimum': 0},
                     'sha256': _sha256,
                 },
             },
@@ -83,6 +85,13 @@ SCHEMA = {
         'timings_ms': {'type': 'object',
                        'additionalProperties': {'type': 'number'}},
         'image_id': _nullable_str,
+        # set when the snapshots cannot follow the instance (it moved)
+        'status': {
+            'type': 'object',
+            'required': ['reason', 'since'],
+            'properties': {'reason': {'type': 'string'},
+                           'since': {'type': 'string'}},
+        },
         'nova': {'type': 'object'},
     },
 }
@@ -152,8 +161,13 @@ def ancestors(manifests, snapshot_id):
     return chain
 
 
-def tree(manifests, current_id=None):
-    """A nested, JSON-friendly view of the snapshot tree."""
+def tree(manifests, current_id=None, unavailable=None):
+    """A nested, JSON-friendly view of the snapshot tree.
+
+    :param unavailable: {snapshot id: why it cannot be reverted to, or
+        None}
+    """
+    unavailable = unavailable or {}
     by_id = {m['id']: m for m in manifests}
     kids = children(manifests)
     orphans = [m['id'] for m in manifests
@@ -164,6 +178,9 @@ def tree(manifests, current_id=None):
         return {'id': snapshot_id, 'kind': m['kind'],
                 'created_at': m['created_at'],
                 'current': snapshot_id == current_id,
+                'state': ('unavailable' if unavailable.get(snapshot_id)
+                          else 'available'),
+                'reason': unavailable.get(snapshot_id),
                 'children': [node(c) for c in kids.get(snapshot_id, [])]}
 
     return [node(r) for r in kids.get(None, []) + orphans]

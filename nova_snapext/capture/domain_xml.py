@@ -69,37 +69,40 @@ def domain_identity(domain_xml):
     return root.findtext('name'), root.findtext('uuid')
 
 
-def snapshot_xml(name, overlays, excluded=(), memory_file=None):
-    """Build the <domainsnapshot> for one atomic external snapshot.
+def memory_snapshot_xml(name, memory_file, disk_targets):
+    """Build the <domainsnapshot> that saves memory and no disk.
 
-    :param overlays: {target: new overlay path} for every disk to capture
-    :param excluded: targets libvirt must not snapshot
-    :param memory_file: where to write memory and device state, or None for
-        a disk-only snapshot
+    :param memory_file: where libvirt writes memory and device state
+    :param disk_targets: every disk of the domain: libvirt must leave them
+        all alone (the disks are captured as qcow2 internal snapshots)
     """
     snap = ET.Element('domainsnapshot')
     ET.SubElement(snap, 'name').text = name
-    if memory_file:
-        ET.SubElement(snap, 'memory', snapshot='external', file=memory_file)
-    else:
-        ET.SubElement(snap, 'memory', snapshot='no')
+    ET.SubElement(snap, 'memory', snapshot='external', file=memory_file)
     disks_el = ET.SubElement(snap, 'disks')
-    for target, path in overlays.items():
-        disk = ET.SubElement(disks_el, 'disk', name=target,
-                             snapshot='external', type='file')
-        ET.SubElement(disk, 'driver', type='qcow2')
-        ET.SubElement(disk, 'source', file=path)
-    for target in excluded:
+    for target in disk_targets:
         ET.SubElement(disks_el, 'disk', name=target, snapshot='no')
     return ET.tostring(snap, encoding='unicode')
 
 
-def with_disk_sources(domain_xml, sources):
-    """Return domain XML whose disks point at new qcow2 files.
+def with_console_appended(domain_xml):
+    """Domain XML whose console and serial logs append instead of truncate.
 
-    Used to restore a memory image onto fresh overlays: the XML embedded in
-    the memory file names the files that were active at capture time, which
-    are now the snapshot's read-only state and must never be written.
+    Nova writes ``append='off'``: a restore would wipe the console log the
+    server had before it.
+    """
+    root = _parse(domain_xml)
+    for element in root.iter():
+        if element.tag == 'log' or (element.tag == 'source' and
+                                    element.get('append') is not None):
+            element.set('append', 'on')
+    return ET.tostring(root, encoding='unicode')
+
+
+def with_disk_sources(domain_xml, sources):
+    """Return domain XML whose disks point at other qcow2 files.
+
+    A clone resumes a memory image on its own disks.
 
     :param sources: {target: path}; every target must exist in the XML
     """
@@ -119,7 +122,7 @@ def with_disk_sources(domain_xml, sources):
             driver = ET.SubElement(disk_el, 'driver', name='qemu')
         driver.set('type', 'qcow2')
         # libvirt re-reads the chain from the qcow2 headers; a stale
-        # <backingStore> would describe the pre-revert chain.
+        # <backingStore> would describe the source's chain.
         for backing in disk_el.findall('backingStore'):
             disk_el.remove(backing)
     missing = set(sources) - seen

@@ -1,25 +1,26 @@
 """The capture engine: take, revert, clone and delete complete snapshots.
 
 ``Engine`` is the one entry point; each kind of operation lives in its own
-module (take, restore, merge, recovery).  They drive libvirt and qemu-img;
-the decisions (XML, chain plans, the record) come from the pure modules
-next to them.
+module (take, restore, delete, recovery).  They speak to libvirt through
+:mod:`guest` and to disk files through :mod:`qemu_img`; the decisions
+(which state is where, what a delete does) come from :mod:`states`.
 """
 
 import os
 
 import libvirt
 from oslo_log import log as logging
+from oslo_utils import timeutils
 from oslo_utils import uuidutils
 
-from nova_snapext.capture import chain
-from nova_snapext.capture import domain_xml
+from nova_snapext.capture import delete
+from nova_snapext.capture import guest as guest_mod
 from nova_snapext.capture import locks
-from nova_snapext.capture import merge
 from nova_snapext.capture import progress
 from nova_snapext.capture import qemu_img
 from nova_snapext.capture import recovery
 from nova_snapext.capture import restore
+from nova_snapext.capture import states
 from nova_snapext.capture import take
 from nova_snapext import exception
 from nova_snapext import manifest as manifest_mod
@@ -28,7 +29,7 @@ from nova_snapext import stores
 LOG = logging.getLogger(__name__)
 
 
-class Engine(take.TakeOps, restore.RestoreOps, merge.MergeOps,
+class Engine(take.TakeOps, restore.RestoreOps, delete.DeleteOps,
              recovery.RecoveryOps):
     """Snapshot operations on libvirt domains.
 
@@ -53,6 +54,10 @@ class Engine(take.TakeOps, restore.RestoreOps, merge.MergeOps,
             self._conn = libvirt.open(self.conf.snapext.libvirt_uri)
         return self._conn
 
+    @property
+    def host(self):
+        return guest_mod.Host(self.conn)
+
     def _report(self, stage, **details):
         progress.log_progress(stage, **details)
         if self._progress:
@@ -72,46 +77,115 @@ class Engine(take.TakeOps, restore.RestoreOps, merge.MergeOps,
                 raise exception.NotFound('domain %s not found' % ident)
             raise
 
+    def _guest_or_none(self, instance_uuid):
+        try:
+            return guest_mod.Guest(self._lookup(instance_uuid))
+        except exception.NotFound:
+            return None
+
     def _lock(self, instance_uuid):
         return locks.instance_lock(self.conf.snapext.lock_path, instance_uuid)
 
-    def _remove_unused(self, dom, paths, what):
-        """Unlink those of ``paths`` that the domain's disks do not use.
+    # -- disk states --
 
-        A failed operation may or may not have switched the domain to its
-        new files; the ones it runs on must stay.
-        """
-        try:
-            in_use = {d.path for d in
-                      domain_xml.writable_disks(dom.XMLDesc(0))}
-        except libvirt.libvirtError:
-            LOG.exception('cannot tell which files %s uses; keeping %s',
-                          dom.name(), what)
-            return
-        for path in paths:
-            if path not in in_use and os.path.exists(path):
-                LOG.info('removing %s %s', what, path)
-                os.unlink(path)
+    @staticmethod
+    def _held(paths):
+        """{file: internal snapshot names} of those ``paths`` that exist."""
+        return {path: set(qemu_img.snapshot_names(path))
+                for path in sorted(set(paths)) if os.path.exists(path)}
 
-    # -- queries ---------------------------------------------------------
+    def _drop_states(self, guest, wanted):
+        """Drop internal snapshots [(file, name)] wherever they still are."""
+        running = guest is not None and guest.is_active()
+        live = ({d.target: d.path for d in guest.disks()} if running
+                else {})
+        steps = states.plan_delete(wanted, live,
+                                   self._held(p for p, _ in wanted))
+        nodes = guest.format_nodes(live) if any(
+            isinstance(s, states.DeleteLive) for s in steps) else {}
+        for step in steps:
+            if isinstance(step, states.DeleteLive):
+                guest.delete_internal(nodes[step.target], step.name)
+            else:
+                qemu_img.snapshot_delete(step.path, step.name)
+
+    def _unavailable_reason(self, record, guest):
+        current = ({d.target: d.path for d in guest.disks()}
+                   if guest is not None else None)
+        return states.unavailable_reason(
+            record, current, self._held(d['path'] for d in record['disks']))
+
+    # -- queries --
 
     def list(self, domain):
         return self.store.list(self._lookup(domain).UUIDString())
 
-    def current(self, domain):
-        """Id of the snapshot the running disks descend from, or None."""
-        dom = self._lookup(domain)
-        return self._current(dom.UUIDString(), dom.XMLDesc(0))
+    def availability(self, record):
+        """(True, None), or (False, why it cannot be reverted to now)."""
+        reason = self._unavailable_reason(
+            record, self._guest_or_none(record['instance_uuid']))
+        return reason is None, reason
 
-    def _current(self, instance_uuid, xml):
-        backing = {d.target: qemu_img.backing_file(d.path)
-                   for d in domain_xml.writable_disks(xml)}
-        return chain.current_snapshot(self.store.list(instance_uuid), backing)
+    def current(self, domain):
+        """Id of the snapshot the live disks continue from, or None."""
+        return self._current_id(guest_mod.Guest(self._lookup(domain)))
+
+    def _current_id(self, guest):
+        head = self.store.head(guest.uuid)
+        if head is None:
+            return None
+        by_id = {m['id']: m for m in self.store.list(guest.uuid)}
+        reasons = ({head: self._unavailable_reason(by_id[head], guest)}
+                   if head in by_id else {})
+        return states.current_snapshot(head, by_id, reasons)
 
     def tree(self, domain):
-        dom = self._lookup(domain)
-        instance_uuid = dom.UUIDString()
-        manifests = self.store.list(instance_uuid)
-        current = self._current(instance_uuid, dom.XMLDesc(0))
-        return {'instance_uuid': instance_uuid, 'current': current,
-                'snapshots': manifest_mod.tree(manifests, current)}
+        guest = guest_mod.Guest(self._lookup(domain))
+        manifests = self.store.list(guest.uuid)
+        reasons = {m['id']: self._unavailable_reason(m, guest)
+                   for m in manifests}
+        current = states.current_snapshot(
+            self.store.head(guest.uuid), {m['id']: m for m in manifests},
+            reasons)
+        return {'instance_uuid': guest.uuid, 'current': current,
+                'snapshots': manifest_mod.tree(manifests, current, reasons)}
+
+    # -- what Nova's own operations tell the records --
+
+    def mark(self, instance_uuid, reason):
+        """Record that no snapshot of the instance can follow it any more.
+
+        For the moves whose result the disks cannot show (the instance went
+        to another host): the tree and the API report every snapshot as
+        unavailable with ``reason``, and revert refuses them.
+        """
+        with self._lock(instance_uuid):
+            for record in self.store.list(instance_uuid):
+                if record.get('status'):
+                    continue
+                record['status'] = {
+                    'reason': reason,
+                    'since': timeutils.utcnow().isoformat() + 'Z'}
+                self.store.update(record)
+        LOG.info('snapshots of %s marked unavailable: %s', instance_uuid,
+                 reason)
+
+    def unmark(self, instance_uuid):
+        """Undo :meth:`mark` (a move that was reverted)."""
+        with self._lock(instance_uuid):
+            for record in self.store.list(instance_uuid):
+                if record.pop('status', None):
+                    self.store.update(record)
+
+    def forget_instance(self, instance_uuid):
+        """Remove every record and memory image of a deleted instance.
+
+        Its disks (and the internal snapshots inside them) go with the
+        instance.
+        """
+        with self._lock(instance_uuid):
+            removed = self.store.forget(instance_uuid)
+        if removed:
+            LOG.info('removed %d snapshot records of deleted instance %s',
+                     removed, instance_uuid)
+        return removed

@@ -1,4 +1,4 @@
-"""The few qemu-img calls the engine makes on files QEMU does not hold."""
+"""The qemu-img calls the engine makes on disk files."""
 
 import os
 
@@ -36,20 +36,40 @@ def chain(path):
     return files
 
 
-def create_overlay(path, backing, backing_fmt='qcow2'):
-    _run('create', '-q', '-f', 'qcow2', '-F', backing_fmt, '-b', backing,
-         path)
+def snapshot_names(path, data=None):
+    """Names of the qcow2 internal snapshots in ``path``.
+
+    :param data: ``info(path)``, when the caller has it already
+    """
+    data = data or info(path)
+    return [s['name'] for s in data.get('snapshots', [])]
 
 
-def rebase(path, new_backing, backing_fmt='qcow2'):
-    """Safe rebase: copies what ``path`` read from its old backing."""
-    if new_backing:
-        _run('rebase', '-q', '-f', 'qcow2', '-F', backing_fmt,
-             '-b', new_backing, path)
-    else:
-        _run('rebase', '-q', '-f', 'qcow2', '-b', '', path)
+# The offline verbs below need the image's write lock: QEMU must not hold
+# the file (the domain is shut off).
+
+def snapshot_create(path, name):
+    _run('snapshot', '-q', '-c', name, path)
 
 
-def convert(src, dest, fmt='qcow2'):
-    """A standalone copy of ``src`` and its whole backing chain."""
-    _run('convert', '-U', '-O', fmt, src, dest)
+def snapshot_apply(path, name):
+    """Make ``path``'s active state the internal snapshot ``name``."""
+    _run('snapshot', '-q', '-a', name, path)
+
+
+def snapshot_delete(path, name):
+    _run('snapshot', '-q', '-d', name, path)
+
+
+def convert(src, dest, fmt='qcow2', snapshot=None):
+    """A standalone copy of ``src`` (and its backing chain).
+
+    :param snapshot: copy this internal snapshot's state instead of the
+        active one.  A snapshot's clusters are never written while it
+        exists (qcow2 copies on write), so it is read safely (-U) while
+        QEMU runs on the file.
+    """
+    args = ['convert', '-U', '-O', fmt]
+    if snapshot:
+        args += ['-l', 'snapshot.name=%s' % snapshot]
+    _run(*(args + [src, dest]))

@@ -1,15 +1,13 @@
 """Cleaning up after captures interrupted by a crash."""
 
-import os
 import time
 
 import libvirt
 from oslo_log import log as logging
 
-from nova_snapext.capture import chain
-from nova_snapext.capture import domain_xml
-from nova_snapext.capture import qemu_img
+from nova_snapext.capture import guest as guest_mod
 from nova_snapext.capture import quiesce
+from nova_snapext.capture import states
 from nova_snapext import exception
 
 LOG = logging.getLogger(__name__)
@@ -22,78 +20,77 @@ class RecoveryOps(object):
         """Clean up what captures interrupted by a crash left behind.
 
         Run at service start (Nova's init_host): a guest the dead process
-        froze is thawed, a guest libvirt left paused by a snapshot is
-        resumed, staged records are dropped, and overlay files that no disk
-        chain and no snapshot record uses are removed.  Instances another
-        live process is working on are left alone.
+        paused is resumed and one it froze is thawed, staged records are
+        dropped, and internal snapshots that no record explains (a capture
+        that died between its QEMU transaction and its record) are dropped:
+        they are past states, never the live data.  No file is deleted.
+        Instances another live process is working on are left alone.
         """
-        done = {'thawed': [], 'resumed': [], 'aborted': [], 'removed': [],
+        done = {'thawed': [], 'resumed': [], 'aborted': [], 'dropped': [],
                 'failed': []}
         # Only instances this store knows: a capture stages its record
-        # before libvirt creates any overlay.
+        # before QEMU creates any internal snapshot.
         for instance_uuid in self.store.instances():
             try:
-                dom = self.conn.lookupByUUIDString(instance_uuid)
+                guest = guest_mod.Guest(
+                    self.conn.lookupByUUIDString(instance_uuid))
             except libvirt.libvirtError:
                 continue
             try:
                 with self._lock(instance_uuid):
-                    self._recover_domain(dom, done)
+                    self._recover_domain(guest, done)
             except exception.Conflict:
-                LOG.info('%s is busy; not recovering it', dom.name())
+                LOG.info('%s is busy; not recovering it', guest.name)
             except Exception:
-                LOG.exception('recovering %s failed', dom.name())
-                done['failed'].append(dom.name())
+                LOG.exception('recovering %s failed', guest.name)
+                done['failed'].append(guest.name)
         self._report('recovered', **{k: len(v) for k, v in done.items()})
         return done
 
-    def _recover_domain(self, dom, done):
-        instance_uuid = dom.UUIDString()
+    def _recover_domain(self, guest, done):
+        instance_uuid = guest.uuid
         staged = self.store.staged(instance_uuid)
         if staged:
-            self._wait_for_libvirt_job(dom)
-        if staged and dom.isActive():
-            state, reason = dom.state()
-            if (state == libvirt.VIR_DOMAIN_PAUSED and
-                    reason == libvirt.VIR_DOMAIN_PAUSED_SNAPSHOT):
-                dom.resume()
-                done['resumed'].append(dom.name())
-            # A capture was under way, so the freeze, if any, was ours.
+            self._wait_for_libvirt_job(guest)
+        if staged and guest.is_active():
+            # A capture was under way, so the pause and the freeze, if
+            # any, were ours.
+            if guest.is_paused():
+                guest.dom.resume()
+                done['resumed'].append(guest.name)
             quiesce.thaw_when_ready(
-                dom, self.conf.snapext.thaw_after_restore_timeout)
-            done['thawed'].append(dom.name())
+                guest.dom, self.conf.snapext.thaw_after_restore_timeout)
+            done['thawed'].append(guest.name)
         for snapshot_id in staged:
             self.store.abort(instance_uuid, snapshot_id)
             done['aborted'].append(snapshot_id)
-        disks = domain_xml.writable_disks(dom.XMLDesc(0))
-        # Everything reachable from a live disk or a snapshot's state file.
-        pending = [d.path for d in disks] + [
-            d['path'] for m in self.store.list(instance_uuid)
-            for d in m['disks']]
-        used = set()
-        while pending:
-            path = pending.pop()
-            if path and path not in used and os.path.exists(path):
-                used.add(path)
-                pending.append(qemu_img.backing_file(path))
-        for path in chain.orphan_overlays(
-                [d.path for d in disks], used, os.listdir):
-            LOG.warning('removing orphan overlay %s of %s', path, dom.name())
-            os.unlink(path)
-            done['removed'].append(path)
+        records = self.store.list(instance_uuid)
+        recorded = {d['snapshot'] for m in records for d in m['disks']}
+        held = self._held(d.path for d in guest.disks())
+        orphans = states.orphan_states(held, recorded)
+        for path, name in orphans:
+            LOG.warning('dropping internal snapshot %s of %s: no record '
+                        'names it (an interrupted capture)', name, path)
+        self._drop_states(guest, orphans)
+        done['dropped'].extend('%s:%s' % o for o in orphans)
+        for path, names in sorted(held.items()):
+            for name in sorted(names):
+                if name.startswith(states.UNDO_PREFIX):
+                    LOG.warning('%s keeps %s, the state it had before an '
+                                'interrupted revert; drop it with '
+                                '"qemu-img snapshot -d" once it is not '
+                                'needed', path, name)
 
-    def _wait_for_libvirt_job(self, dom):
-        """Wait while libvirtd still runs a job on ``dom``.
+    def _wait_for_libvirt_job(self, guest):
+        """Wait while libvirtd still runs a job on the domain.
 
-        libvirtd finishes a snapshot even when the process that asked for it
-        died; cleaning up the domain's files meanwhile would pull overlays
-        from under it.
+        libvirtd finishes a memory save even when the process that asked
+        for it died; resuming meanwhile would fight it.
         """
-        deadline = time.monotonic() + self.conf.snapext.block_job_timeout
-        while (dom.isActive() and
-               dom.jobInfo()[0] != libvirt.VIR_DOMAIN_JOB_NONE):
+        deadline = time.monotonic() + self.conf.snapext.libvirt_job_timeout
+        while guest.job_active():
             if time.monotonic() > deadline:
                 raise exception.Conflict(
                     'libvirt still runs a job on %s after %d s'
-                    % (dom.name(), self.conf.snapext.block_job_timeout))
+                    % (guest.name, self.conf.snapext.libvirt_job_timeout))
             time.sleep(0.1)

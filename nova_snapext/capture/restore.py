@@ -3,16 +3,17 @@
 import os
 import time
 
-import libvirt
 from oslo_log import log as logging
 from oslo_utils import uuidutils
 
-from nova_snapext.capture import chain
 from nova_snapext.capture import domain_xml
+from nova_snapext.capture import guest as guest_mod
 from nova_snapext.capture import progress
 from nova_snapext.capture import qemu_img
 from nova_snapext.capture import quiesce
 from nova_snapext.capture import save_image
+from nova_snapext.capture import states
+from nova_snapext.capture import take
 from nova_snapext import exception
 from nova_snapext import manifest as manifest_mod
 
@@ -31,100 +32,98 @@ class RestoreOps(object):
         other snapshot, on any branch, stays revertable.
         """
         record = self.store.get(snapshot_id)
-        dom = self._lookup(record['instance_uuid'])
+        guest = guest_mod.Guest(self._lookup(record['instance_uuid']))
         with self._lock(record['instance_uuid']):
-            self._revert(dom, record)
+            self._revert(guest, record)
 
-    def _revert(self, dom, record):
-        started = time.monotonic()
-        full = record['kind'] == manifest_mod.KIND_FULL
-        memory_file = (self.store.local_path(record,
-                                             record['memory']['location'])
-                       if full else None)
-        if full and not os.path.exists(memory_file):
+    def _verified_memory(self, record):
+        """The memory image's path, once its size and sha256 match."""
+        memory = record['memory']
+        path = self.store.local_path(record, memory['location'])
+        if not os.path.exists(path):
             raise exception.RevertFailed(
                 'memory image of snapshot %s is missing: %s'
-                % (record['id'], memory_file))
-        current_disks = domain_xml.writable_disks(dom.XMLDesc(0))
-        current_targets = {d.target for d in current_disks}
-        wanted = {d['target'] for d in record['disks']}
-        if wanted != current_targets:
-            raise exception.Conflict(
-                'snapshot %s covers disks %s but the domain now has %s; '
-                'attach or detach volumes to match before reverting'
-                % (record['id'], ', '.join(sorted(wanted)),
-                   ', '.join(sorted(current_targets))))
-        token = uuidutils.generate_uuid()[:8]
-        overlays = {d['target']: chain.overlay_path(d['path'], token)
-                    for d in record['disks']}
+                % (record['id'], path))
+        size = os.path.getsize(path)
+        if size != memory['bytes']:
+            raise exception.RevertFailed(
+                'memory image %s has %d bytes, its record says %d; nothing '
+                'was changed' % (path, size, memory['bytes']))
+        if memory['sha256'] and take.sha256(path) != memory['sha256']:
+            raise exception.RevertFailed(
+                'memory image %s does not match its sha256; nothing was '
+                'changed' % path)
+        return path
+
+    def _revert(self, guest, record):
+        started = time.monotonic()
+        reason = self._unavailable_reason(record, guest)
+        if reason:
+            raise exception.Conflict('snapshot %s cannot be reverted to: %s'
+                                     % (record['id'], reason))
+        full = record['kind'] == manifest_mod.KIND_FULL
+        restore_xml = memory_file = None
+        if full:
+            memory_file = self._verified_memory(record)
+            # The image's own XML names the disks' own files: only the
+            # console logs change, so they append to the server's history.
+            restore_xml = domain_xml.with_console_appended(
+                self.host.saved_xml(memory_file))
         self._report('revert-planned', snapshot=record['id'],
-                     domain=dom.name())
-        was_active = dom.isActive()
-        created = []
+                     domain=guest.name)
+        was_active = guest.is_active()
+        paths = [d['path'] for d in record['disks']]
+        undo = states.undo_name(uuidutils.generate_uuid()[:8])
         timings = {}
         try:
-            with progress.timed(timings, 'overlays'):
-                for disk in record['disks']:
-                    qemu_img.create_overlay(overlays[disk['target']],
-                                            disk['path'], disk['format'])
-                    created.append(overlays[disk['target']])
-            restore_xml = None
-            if full:
-                restore_xml = domain_xml.with_disk_sources(
-                    self.conn.saveImageGetXMLDesc(
-                        memory_file, libvirt.VIR_DOMAIN_SAVE_IMAGE_XML_SECURE),
-                    overlays)
             with progress.timed(timings, 'destroy'):
-                if was_active:
-                    dom.destroy()
-            self._redefine_on(dom, overlays)
+                guest.destroy()
+            with progress.timed(timings, 'disks'):
+                # The state being replaced stays at hand until the guest
+                # runs again, for a failed restore to go back to.
+                for path in paths:
+                    qemu_img.snapshot_create(path, undo)
+                for disk in record['disks']:
+                    qemu_img.snapshot_apply(disk['path'], disk['snapshot'])
             with progress.timed(timings, 'restore' if full else 'boot'):
                 if full:
-                    self.conn.restoreFlags(memory_file, restore_xml,
-                                           libvirt.VIR_DOMAIN_SAVE_RUNNING)
+                    self.host.restore(memory_file, restore_xml)
                 elif was_active:
-                    dom.create()
+                    guest.create()
         except Exception as exc:
-            self._undo_revert(dom, record, created, current_disks, was_active)
+            self._undo_revert(guest, paths, undo, was_active)
             raise exception.RevertFailed(
                 'revert of %s to %s failed: %s'
-                % (dom.name(), record['id'], exc)) from exc
+                % (guest.name, record['id'], exc)) from exc
+        self.store.set_head(record['instance_uuid'], record['id'])
         self._report('restored', snapshot=record['id'],
                      **{k + '_ms': v for k, v in timings.items()})
+        guest = guest_mod.Guest(self._lookup(record['instance_uuid']))
         if full:
-            self._thaw_if_frozen(record,
-                                 self._lookup(record['instance_uuid']))
-        states = {d['path'] for m in self.store.list(record['instance_uuid'])
-                  for d in m['disks']}
-        for path in chain.discarded_by_revert(
-                [d.path for d in current_disks], states):
-            LOG.info('discarding %s: state after the last snapshot', path)
-            os.unlink(path)
+            self._thaw_if_frozen(record, guest.dom)
+        self._drop_states(guest, [(p, undo) for p in paths])
         self._report('reverted', snapshot=record['id'],
                      total_ms=progress.elapsed_ms(started))
 
-    def _undo_revert(self, dom, record, created, old_disks, was_active):
-        """Bring the domain back on its old disks after a failed revert."""
-        try:
-            self._redefine_on(dom, {d.target: d.path for d in old_disks})
-            if was_active and not dom.isActive():
-                LOG.warning('revert failed; booting %s on its previous '
-                            'disks', dom.name())
-                dom.create()
-        except libvirt.libvirtError:
-            LOG.exception('could not bring %s back after the failed revert',
-                          dom.name())
-        self._remove_unused(dom, created, 'overlay of the failed revert')
+    def _undo_revert(self, guest, paths, undo, was_active):
+        """Bring the disks back to their pre-revert state, and the guest.
 
-    def _redefine_on(self, dom, sources):
-        """Point a persistent domain's next boot at ``sources``.
-
-        :param sources: {target: file}
+        Its memory is lost: the guest boots on the disks it had.
         """
-        if dom.isPersistent():
-            self.conn.defineXML(domain_xml.with_disk_sources(
-                dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE |
-                            libvirt.VIR_DOMAIN_XML_SECURE), sources))
+        try:
+            guest.destroy()
+            for path in paths:
+                if undo in qemu_img.snapshot_names(path):
+                    qemu_img.snapshot_apply(path, undo)
+                    qemu_img.snapshot_delete(path, undo)
+            if was_active:
+                LOG.warning('revert failed; booting %s on its previous '
+                            'disks', guest.name)
+                guest.create()
+        except Exception:
+            LOG.exception('could not bring %s back after the failed revert; '
+                          'its previous disk state is kept as internal '
+                          'snapshot %s', guest.name, undo)
 
     def clone(self, snapshot_id, name, uuid, disk_sources, path_moves=None,
               xml_edit=None, paused=False, before_start=None):
@@ -156,11 +155,9 @@ class RestoreOps(object):
             raise exception.InvalidRequest(
                 'clone of %s needs a file for disk %s'
                 % (snapshot_id, ', '.join(sorted(missing))))
-        memory_file = self.store.local_path(record,
-                                            record['memory']['location'])
+        memory_file = self._verified_memory(record)
         started = time.monotonic()
-        xml = self.conn.saveImageGetXMLDesc(
-            memory_file, libvirt.VIR_DOMAIN_SAVE_IMAGE_XML_SECURE)
+        xml = self.host.saved_xml(memory_file)
         xml = domain_xml.with_identity(xml, name, uuid)
         xml = domain_xml.with_disk_sources(xml, disk_sources)
         xml = domain_xml.with_paths_moved(xml, path_moves or {})
@@ -175,9 +172,7 @@ class RestoreOps(object):
             dom = self.conn.defineXML(xml)
             if before_start is not None:
                 before_start()
-            self.conn.restoreFlags(clone_file, None,
-                                   libvirt.VIR_DOMAIN_SAVE_PAUSED if paused
-                                   else libvirt.VIR_DOMAIN_SAVE_RUNNING)
+            self.host.restore(clone_file, paused=paused)
         except Exception as exc:
             if dom is not None:
                 dom.undefineFlags(0)
@@ -212,12 +207,13 @@ class RestoreOps(object):
     def export_disk(self, snapshot_id, target, dest, fmt='qcow2'):
         """Write one disk of a snapshot as a standalone image file.
 
-        The state file is read-only since the snapshot, so this reads it
-        while the guest runs on, without a block copy.
+        The internal snapshot is read while the guest runs on: its clusters
+        are never written while it exists.
         """
         record = self.store.get(snapshot_id)
         disks = {d['target']: d for d in record['disks']}
         if target not in disks:
             raise exception.NotFound('snapshot %s has no disk %s'
                                      % (snapshot_id, target))
-        qemu_img.convert(disks[target]['path'], dest, fmt)
+        qemu_img.convert(disks[target]['path'], dest, fmt,
+                         snapshot=disks[target]['snapshot'])

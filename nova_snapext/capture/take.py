@@ -1,19 +1,26 @@
-"""Taking a snapshot: one atomic libvirt call, quiesced, then the record."""
+"""Taking a snapshot: qcow2 internal snapshots at one instant, quiesced.
+
+Every captured disk gets the internal snapshot ``snapext-<id>`` inside its
+own file, through one QMP ``transaction`` (all or none, I/O drained); for a
+full snapshot the vCPUs are stopped around the transaction and the memory
+save, so the memory image and the disk states are the same instant.  No
+file changes name or chain: Nova's ``disk`` and a Cinder volume's file go on
+holding the live data.
+"""
 
 import hashlib
 import os
 import time
 
-import libvirt
 from oslo_log import log as logging
 from oslo_utils import timeutils
 from oslo_utils import uuidutils
 
-from nova_snapext.capture import chain
-from nova_snapext.capture import domain_xml
+from nova_snapext.capture import guest as guest_mod
 from nova_snapext.capture import progress
 from nova_snapext.capture import qemu_img
 from nova_snapext.capture import quiesce
+from nova_snapext.capture import states
 from nova_snapext import exception
 from nova_snapext import manifest as manifest_mod
 
@@ -22,7 +29,7 @@ LOG = logging.getLogger(__name__)
 MEMORY_FILE = 'memory.save'
 
 
-def _sha256(path):
+def sha256(path):
     digest = hashlib.sha256()
     with open(path, 'rb') as f:
         for block in iter(lambda: f.read(1 << 20), b''):
@@ -30,21 +37,11 @@ def _sha256(path):
     return digest.hexdigest()
 
 
-def _overlay(disk_path, snapshot_id, name=None):
-    if name is None:
-        return chain.overlay_path(disk_path, snapshot_id[:8])
-    if os.path.basename(name) != name or name in ('.', '..'):
-        raise exception.InvalidRequest(
-            'overlay name %r must be a plain file name' % name)
-    return os.path.join(os.path.dirname(disk_path), name)
-
-
 class TakeOps(object):
     """Engine operations that create snapshots."""
 
     def take(self, domain, memory=True, quiesce_policy=None, disk_roles=None,
-             extra=None, targets=None, overlay_names=None,
-             reuse_overlays=False):
+             extra=None, targets=None):
         """Capture memory + device state + every disk at one instant.
 
         :param memory: False for a disk-only snapshot
@@ -53,33 +50,21 @@ class TakeOps(object):
             Cinder group); default: every writable disk
         :param disk_roles: {target: {'role': ..., 'volume_id': ...}}
         :param extra: more top-level manifest fields (image_id, nova)
-        :param overlay_names: {target: file name} of the new overlays, each
-            created beside its disk's current file (Cinder names them
-            after its snapshot ids); default <disk>.snapext-<id>
-        :param reuse_overlays: the overlays exist already (made by the
-            caller, e.g. Cinder with a relative backing file name); libvirt
-            switches to them instead of creating them
         :returns: the committed manifest
         """
-        dom = self._lookup(domain)
+        guest = guest_mod.Guest(self._lookup(domain))
         policy = quiesce_policy or self.conf.snapext.quiesce_policy
-        with self._lock(dom.UUIDString()):
-            return self._take(dom, memory, policy, disk_roles or {},
-                              extra or {}, targets, overlay_names or {},
-                              reuse_overlays)
+        with self._lock(guest.uuid):
+            return self._take(guest, memory, policy, disk_roles or {},
+                              extra or {}, targets)
 
-    def _take(self, dom, memory, policy, disk_roles, extra, targets,
-              overlay_names, reuse_overlays):
-        started = time.monotonic()
-        instance_uuid = dom.UUIDString()
-        running = dom.isActive()
-        if memory and not running:
-            raise exception.InvalidRequest(
-                'a memory snapshot needs a running domain; %s is not '
-                'running' % dom.name())
-        xml = dom.XMLDesc(0)
-        disks = domain_xml.writable_disks(xml)
-        excluded = domain_xml.excluded_targets(xml)
+    def check_capturable(self, domain, memory=True, targets=None):
+        """Raise InvalidRequest if :meth:`take` would refuse the disks."""
+        self._disks_to_capture(guest_mod.Guest(self._lookup(domain)), memory,
+                               targets)
+
+    def _disks_to_capture(self, guest, memory, targets):
+        disks = guest.disks()
         if targets is not None:
             if memory:
                 raise exception.InvalidRequest(
@@ -89,71 +74,92 @@ class TakeOps(object):
             if unknown:
                 raise exception.InvalidRequest(
                     'domain %s has no writable disk %s'
-                    % (dom.name(), ', '.join(sorted(unknown))))
-            excluded += [d.target for d in disks if d.target not in targets]
+                    % (guest.name, ', '.join(sorted(unknown))))
             disks = [d for d in disks if d.target in targets]
         if not disks:
             raise exception.InvalidRequest(
-                'domain %s has no disk to snapshot' % dom.name())
+                'domain %s has no disk to snapshot' % guest.name)
+        raw = [d.target for d in disks if d.fmt != 'qcow2']
+        if raw:
+            # A raw file cannot hold a snapshot inside it.
+            raise exception.InvalidRequest(
+                'disk %s of %s is %s: snapext snapshots live inside qcow2 '
+                'files' % (', '.join(raw), guest.name,
+                           ', '.join(sorted({d.fmt for d in disks
+                                             if d.fmt != 'qcow2'}))))
+        return disks
+
+    def _take(self, guest, memory, policy, disk_roles, extra, targets):
+        started = time.monotonic()
+        instance_uuid = guest.uuid
+        running = guest.is_active()
+        if memory and not running:
+            raise exception.InvalidRequest(
+                'a memory snapshot needs a running domain; %s is not '
+                'running' % guest.name)
+        xml = guest.xml()
+        disks = self._disks_to_capture(guest, memory, targets)
         snapshot_id = uuidutils.generate_uuid()
-        overlays = {d.target: _overlay(d.path, snapshot_id,
-                                       overlay_names.get(d.target))
-                    for d in disks}
-        taken = [p for p in overlays.values() if os.path.exists(p)]
-        if reuse_overlays:
-            missing = sorted(set(overlays.values()) - set(taken))
-            if missing:
-                raise exception.InvalidRequest(
-                    'overlay %s to reuse does not exist' % missing[0])
-        elif taken:
-            raise exception.Conflict('overlay %s already exists' % taken[0])
-        parent_id = self._current(instance_uuid, xml)
+        name = states.internal_name(snapshot_id)
+        nodes = (guest.format_nodes({d.target: d.path for d in disks})
+                 if running else None)
+        parent_id = self._current_id(guest)
         staging = self.store.stage(instance_uuid, snapshot_id)
         memory_file = os.path.join(staging, MEMORY_FILE) if memory else None
-        snap_xml = domain_xml.snapshot_xml(
-            'snapext-%s' % snapshot_id, overlays, excluded, memory_file)
-        flags = (libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_ATOMIC |
-                 libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_NO_METADATA)
-        flags |= (libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_LIVE if memory
-                  else libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_DISK_ONLY)
-        if reuse_overlays:
-            flags |= libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_REUSE_EXT
-        self._report('planned', snapshot=snapshot_id, domain=dom.name(),
-                     disks=','.join(overlays), memory=bool(memory))
+        self._report('planned', snapshot=snapshot_id, domain=guest.name,
+                     disks=','.join(d.target for d in disks),
+                     memory=bool(memory))
         timings = {}
         try:
-            q_policy = policy if running else 'off'
-            with quiesce.frozen(dom, q_policy) as q:
+            with quiesce.frozen(guest.dom,
+                                policy if running else 'off') as q:
                 if q.outcome == manifest_mod.QUIESCE_FROZEN:
                     self._report('frozen', snapshot=snapshot_id)
                 with progress.timed(timings, 'snapshot_call'):
-                    dom.snapshotCreateXML(snap_xml, flags)
+                    self._capture(guest, disks, nodes, name, memory_file,
+                                  timings)
             self._report('captured', snapshot=snapshot_id,
                          quiesce=q.outcome, frozen_ms=q.frozen_ms,
                          snapshot_call_ms=timings['snapshot_call'])
-            record = self._record(dom, snapshot_id, parent_id, xml, disks,
+            record = self._record(guest, snapshot_id, parent_id, xml, disks,
                                   disk_roles, q, memory_file, extra)
             timings['total'] = progress.elapsed_ms(started)
             record['timings_ms'] = timings
             self.store.commit(record)
+            self.store.set_head(instance_uuid, snapshot_id)
         except Exception as exc:
-            self._undo_take(dom, overlays)
+            self._drop_states(guest, [(d.path, name) for d in disks])
             self.store.abort(instance_uuid, snapshot_id)
             if isinstance(exc, exception.SnapextError):
                 raise
             raise exception.CaptureFailed(
-                'snapshot of %s failed: %s' % (dom.name(), exc)) from exc
+                'snapshot of %s failed: %s' % (guest.name, exc)) from exc
         self._report('stored', snapshot=snapshot_id,
                      total_ms=timings['total'])
         return record
 
-    def _record(self, dom, snapshot_id, parent_id, xml, disks, disk_roles,
+    @staticmethod
+    def _capture(guest, disks, nodes, name, memory_file, timings):
+        if nodes is None:
+            # Shut off: no QEMU holds the files, nothing writes them.
+            for disk in disks:
+                qemu_img.snapshot_create(disk.path, name)
+        elif memory_file is None:
+            guest.snapshot_internal(nodes, name)
+        else:
+            with guest.suspended():
+                with progress.timed(timings, 'disks'):
+                    guest.snapshot_internal(nodes, name)
+                with progress.timed(timings, 'memory'):
+                    guest.save_memory(memory_file)
+
+    def _record(self, guest, snapshot_id, parent_id, xml, disks, disk_roles,
                 q, memory_file, extra):
         record = {
             'schema_version': manifest_mod.SCHEMA_VERSION,
             'id': snapshot_id,
-            'instance_uuid': dom.UUIDString(),
-            'domain': dom.name(),
+            'instance_uuid': guest.uuid,
+            'domain': guest.name,
             'parent_id': parent_id,
             'created_at': timeutils.utcnow().isoformat() + 'Z',
             'kind': (manifest_mod.KIND_FULL if memory_file
@@ -167,7 +173,7 @@ class TakeOps(object):
             record['memory'] = {
                 'store': self.store.name, 'location': MEMORY_FILE,
                 'bytes': os.path.getsize(memory_file),
-                'sha256': _sha256(memory_file)}
+                'sha256': sha256(memory_file)}
         for i, disk in enumerate(disks):
             info = qemu_img.info(disk.path)
             role = disk_roles.get(disk.target, {})
@@ -177,21 +183,11 @@ class TakeOps(object):
                 'volume_id': role.get('volume_id'),
                 'cinder_snapshot_id': role.get('cinder_snapshot_id'),
                 'path': disk.path,
+                'snapshot': states.internal_name(snapshot_id),
                 'format': info['format'],
                 'virtual_size': info['virtual-size'],
                 'backing': qemu_img.backing_file(disk.path, info),
-                'bytes': info.get('actual-size', 0),
                 'sha256': None,
             })
         record.update(extra)
         return record
-
-    def _undo_take(self, dom, overlays):
-        """Remove overlays of a failed capture that the domain does not use.
-
-        With ATOMIC, libvirt switches all disks or none; if it did switch
-        (the failure came later), the overlays are the domain's live disks
-        and must stay.
-        """
-        self._remove_unused(dom, overlays.values(),
-                            'overlay of the failed capture')

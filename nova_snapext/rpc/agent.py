@@ -76,7 +76,7 @@ def _active_disks(dom, targets=None):
 class AgentEndpoint(object):
     """The agent's RPC methods; see api.AgentAPI for the contract."""
 
-    target = messaging.Target(version='1.2')
+    target = messaging.Target(version='2.0')
 
     def __init__(self, conf, engine, host):
         self.conf = conf
@@ -277,8 +277,7 @@ class AgentEndpoint(object):
         record = self.engine.take(
             dom.UUIDString(), memory=spec['memory'], quiesce_policy=policy,
             disk_roles=spec['disk_roles'], extra=extra,
-            targets=spec['targets'], overlay_names=spec['overlays'],
-            reuse_overlays=spec['reuse_overlays'])
+            targets=spec['targets'])
         if state is not None:
             state.snapshots.append(record['id'])
         return record
@@ -299,11 +298,13 @@ class AgentEndpoint(object):
     def current(self, op, instance):
         return self.engine.current(instance)
 
+    @_operation('tree')
+    def tree(self, op, instance):
+        return self.engine.tree(instance)
+
     @_operation('status')
     def status(self, op, op_id):
         return self.ops.status(op_id)
-
-    # -- 1.1 ------------------------------------------------------------------
 
     @_operation('delete')
     def delete(self, op, spec):
@@ -340,8 +341,7 @@ def _capture_spec(spec):
     if not isinstance(spec, dict) or not spec.get('instance'):
         raise exception.InvalidRequest('capture spec needs an instance')
     unknown = set(spec) - {'instance', 'memory', 'quiesce', 'targets',
-                           'disk_roles', 'extra', 'freeze_op', 'op_id',
-                           'overlays', 'reuse_overlays'}
+                           'disk_roles', 'extra', 'freeze_op', 'op_id'}
     if unknown:
         raise exception.InvalidRequest(
             'capture spec has unknown keys: %s' % ', '.join(sorted(unknown)))
@@ -356,9 +356,7 @@ def _capture_spec(spec):
             'memory': bool(spec.get('memory', False)),
             'quiesce': quiesce_policy, 'targets': targets,
             'disk_roles': spec.get('disk_roles'), 'extra': spec.get('extra'),
-            'freeze_op': spec.get('freeze_op'),
-            'overlays': spec.get('overlays'),
-            'reuse_overlays': bool(spec.get('reuse_overlays'))}
+            'freeze_op': spec.get('freeze_op')}
 
 
 class AgentService(object):

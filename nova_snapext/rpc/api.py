@@ -17,6 +17,11 @@ class AgentAPI(object):
     * 1.1 - Add delete (merge a snapshot away; its children survive).
     * 1.2 - Add current (the snapshot an instance's disks descend from).
 
+    * 2.0 - Disk states are qcow2 internal snapshots inside the disks' own
+      files: capture's spec has no 'overlays' or 'reuse_overlays', delete
+      drops the internal snapshots instead of merging files; add tree (the
+      records with each one's availability, which only the host can tell).
+
     Every method takes the request context as a dict (an oslo.context
     object is turned into one) and the target ``host`` (the compute host's
     ``CONF.host``, which is also a Cinder attachment's ``attached_host``).
@@ -30,19 +35,19 @@ class AgentAPI(object):
     """
 
     VERSION_ALIASES = {}
-    LATEST = '1.2'
+    LATEST = '2.0'
 
     def __init__(self, conf, transport=None):
         self.conf = conf
         transport = transport or rpc.get_transport(conf)
         rpc.register_global_only_opts(transport.conf)
         target = messaging.Target(exchange=rpc.EXCHANGE, topic=rpc.TOPIC,
-                                  version='1.0')
+                                  version='2.0')
         cap = conf.snapext.agent_version_cap or self.LATEST
         self.client = messaging.get_rpc_client(
             transport, target, version_cap=cap)
 
-    def _call(self, ctxt, host, method, version='1.0', timeout=None,
+    def _call(self, ctxt, host, method, version='2.0', timeout=None,
               **kwargs):
         if not self.client.can_send_version(version):
             raise exception.AgentUnavailable(
@@ -113,17 +118,13 @@ class AgentAPI(object):
         return self._call(ctxt, host, 'thaw', instances=list(instances))
 
     def capture(self, ctxt, host, spec):
-        """One atomic libvirt snapshot of one instance.
+        """One snapshot of one instance's disks (and memory), one instant.
 
         :param spec: {'instance': uuid or name, 'memory': bool,
             'quiesce': 'required' | 'preferred' | 'off', 'targets': [dev]
             or None, 'disk_roles': {dev: {...}} or None, 'extra': {...} or
             None; optionally 'freeze_op': the op_id of a freeze this
-            capture must happen inside (Conflict if that freeze is gone),
-            'overlays': {dev: file name} for the new overlays, created
-            beside each disk's current file, and 'reuse_overlays': True
-            when the caller made those files already (Cinder does, with a
-            relative backing file name)}
+            capture must happen inside (Conflict if that freeze is gone)}
         :returns: {'op_id', 'manifest': the committed manifest,
             'timings_ms': {...}, 'active_disks': {dev: path now written}}
         """
@@ -139,24 +140,30 @@ class AgentAPI(object):
                           timeout=self.conf.snapext.rpc_capture_timeout)
 
     def delete(self, ctxt, host, spec):
-        """Delete a snapshot, merging it away: spec {'snapshot_id'}.
+        """Delete a snapshot (its children stay): spec {'snapshot_id'}.
 
         :returns: {'op_id', 'snapshot_id', 'instance_uuid',
             'active_disks': {dev: path}, 'manifests': the instance's
             remaining records}
         """
-        return self._call(ctxt, host, 'delete', version='1.1',
-                          spec=dict(spec),
+        return self._call(ctxt, host, 'delete', spec=dict(spec),
                           timeout=self.conf.snapext.rpc_capture_timeout)
 
     def current(self, ctxt, host, instance):
-        """Id of the snapshot the instance's disks now descend from.
+        """Id of the snapshot the instance's disks now continue from.
 
-        Only the host can tell: it reads the disks' backing files.
         :returns: a snapshot id or None
         """
-        return self._call(ctxt, host, 'current', version='1.2',
-                          instance=instance)
+        return self._call(ctxt, host, 'current', instance=instance)
+
+    def tree(self, ctxt, host, instance):
+        """The instance's snapshot tree, each node with its availability.
+
+        Only the host can tell whether a disk still holds a snapshot.
+        :returns: {'instance_uuid', 'current', 'snapshots': [nodes with
+            'state' (available, unavailable) and 'reason']}
+        """
+        return self._call(ctxt, host, 'tree', instance=instance)
 
     def status(self, ctxt, host, op_id):
         """What a recent operation of this agent is doing, or did.

@@ -50,5 +50,17 @@ class SnapshotStore(metaclass=abc.ABCMeta):
         """Remove a record and its memory image."""
 
     @abc.abstractmethod
+    def head(self, instance_uuid):
+        """Id of the snapshot the instance's disks continue from, or None."""
+
+    @abc.abstractmethod
+    def set_head(self, instance_uuid, snapshot_id):
+        """Remember the last snapshot taken or reverted to (or None)."""
+
+    @abc.abstractmethod
+    def forget(self, instance_uuid):
+        """Remove every record of an instance; return how many."""
+
+    @abc.abstractmethod
     def local_path(self, manifest, location):
         """Local path of an artifact ``location`` of ``manifest``."""

@@ -5,6 +5,7 @@ Layout::
     <root>/<instance uuid>/<snapshot id>/manifest.json
     <root>/<instance uuid>/<snapshot id>/memory.save
     <root>/<instance uuid>/.<snapshot id>.staging/     (a capture under way)
+    <root>/<instance uuid>/HEAD       (the snapshot the disks continue from)
 
 A snapshot directory exists only once its manifest is complete: the staging
 directory is renamed into place after the manifest is written and synced.
@@ -24,6 +25,7 @@ from nova_snapext.stores import base
 LOG = logging.getLogger(__name__)
 
 MANIFEST = 'manifest.json'
+HEAD = 'HEAD'
 
 
 def _write_synced(path, text):
@@ -111,11 +113,37 @@ class FileStore(base.SnapshotStore):
     def list(self, instance_uuid):
         pattern = os.path.join(glob.escape(self.root),
                                glob.escape(instance_uuid), '*', MANIFEST)
-        return [self._read(p) for p in sorted(glob.glob(pattern))]
+        records = []
+        for path in sorted(glob.glob(pattern)):
+            try:
+                records.append(self._read(path))
+            except exception.ManifestError as exc:
+                # One bad record must not hide the others.
+                LOG.error('ignoring snapshot record %s: %s', path, exc)
+        return records
 
     def delete(self, snapshot_id):
         m = self.get(snapshot_id)
         shutil.rmtree(self._record_dir(m['instance_uuid'], snapshot_id))
+
+    def head(self, instance_uuid):
+        try:
+            with open(os.path.join(self.root, instance_uuid, HEAD)) as f:
+                return f.read().strip() or None
+        except FileNotFoundError:
+            return None
+
+    def set_head(self, instance_uuid, snapshot_id):
+        directory = os.path.join(self.root, instance_uuid)
+        os.makedirs(directory, exist_ok=True)
+        _write_synced(os.path.join(directory, HEAD), snapshot_id or '')
+
+    def forget(self, instance_uuid):
+        directory = os.path.join(self.root, instance_uuid)
+        count = len(glob.glob(os.path.join(glob.escape(directory), '*',
+                                           MANIFEST)))
+        shutil.rmtree(directory, ignore_errors=True)
+        return count
 
     def local_path(self, manifest, location):
         return os.path.join(

@@ -86,6 +86,7 @@ class SnapextLibvirtDriver(libvirt_driver.LibvirtDriver):
             raise nova_exception.InstanceNotRunning(instance_id=instance.uuid)
         try:
             roles = self._disk_roles(context, instance, guest)
+            self.snapext.check_capturable(instance.uuid)
         except exception.InvalidRequest as exc:
             LOG.warning('full snapshot not possible (%s); taking a stock '
                         'snapshot', exc, instance=instance)
@@ -146,8 +147,8 @@ class SnapextLibvirtDriver(libvirt_driver.LibvirtDriver):
         update_task_state(task_state=task_states.IMAGE_UPLOADING,
                           expected_state=task_states.IMAGE_PENDING_UPLOAD)
         fileutils.ensure_tree(CONF.libvirt.snapshots_directory)
-        # The root's state file is read-only since the capture: it is
-        # converted while the guest runs on, with no block copy.
+        # The root's state is an internal snapshot that nothing writes: it
+        # is converted while the guest runs on, with no block copy.
         with nova_utils.tempdir(dir=CONF.libvirt.snapshots_directory) as tmp:
             out_path = os.path.join(tmp, record['id'])
             self.snapext.export_disk(record['id'], root['target'], out_path,

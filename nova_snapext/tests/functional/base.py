@@ -15,7 +15,9 @@ import libvirt
 from oslo_config import cfg
 import testtools
 
+from nova_snapext.capture import domain_xml
 from nova_snapext.capture import engine
+from nova_snapext.capture import qemu_img
 from nova_snapext import conf as snapext_conf
 from nova_snapext.testing import guest as guest_mod
 
@@ -83,9 +85,34 @@ class GuestTestCase(testtools.TestCase):
         """(domain name, domain UUID or None for a random one)."""
         return '%s-%s' % (self.name_prefix, uuid.uuid4().hex[:8]), None
 
-    def overlay_files(self):
+    def disk_files(self):
+        """Files in the guest's directory other than its console log.
+
+        Snapshots live inside the disk files: none is ever added.
+        """
         return sorted(f for f in os.listdir(self.guest.workdir)
-                      if '.snapext-' in f)
+                      if f != 'console.log')
+
+    def internal_states(self, guest=None):
+        """{target: internal snapshot names in the disk's file}."""
+        guest = guest or self.guest
+        return {d.target: sorted(qemu_img.snapshot_names(d.path))
+                for d in domain_xml.writable_disks(guest.dom.XMLDesc(0))}
+
+    def assertDisksHold(self, record, guest=None):
+        """Each disk runs on its original file, which holds the state."""
+        guest = guest or self.guest
+        disks = domain_xml.writable_disks(guest.dom.XMLDesc(0))
+        self.assertEqual(
+            {d.target: os.path.join(guest.workdir, '%s.qcow2' % d.target)
+             for d in disks},
+            {d.target: d.path for d in disks})
+        held = self.internal_states(guest)
+        for disk in record['disks']:
+            self.assertIn(disk['snapshot'], held[disk['target']])
+            self.assertEqual(os.path.join(guest.workdir,
+                                          '%s.qcow2' % disk['target']),
+                             disk['path'])
 
     def staging_dirs(self):
         root = self.conf.snapext.file_store_path

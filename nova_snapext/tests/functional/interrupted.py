@@ -1,12 +1,8 @@
 """Killing a capturing process midway, and checking what recovery left."""
 
-import os
 import subprocess
 import sys
 import time
-
-from nova_snapext.capture import domain_xml
-from nova_snapext.capture import qemu_img
 
 
 class KillMixin(object):
@@ -28,23 +24,26 @@ class KillMixin(object):
         child.kill()
         child.wait()
 
-    def wait_for_overlays(self):
+    def wait_for_internal_states(self):
+        """Until QEMU has created the capture's internal snapshots."""
         deadline = time.monotonic() + 30
-        while not self.overlay_files():
+        while not any(self.internal_states().values()):
             self.assertLess(time.monotonic(), deadline)
             time.sleep(0.002)
 
     def assertRecovered(self, recover):
-        """Run ``recover``; the guest runs thawed with no orphan overlay."""
+        """Run ``recover``; the guest runs thawed, no unrecorded state."""
+        files = self.disk_files()
         done = recover()
         self.assertEqual([], self.staging_dirs())
         self.assertEqual('thawed', self.guest.freeze_status())
         self.assertRunningAndThawed()
-        in_use = {os.path.basename(p)
-                  for d in domain_xml.writable_disks(self.guest.dom.XMLDesc(0))
-                  for p in qemu_img.chain(d.path)}
-        self.assertEqual([], [f for f in self.overlay_files()
-                              if f not in in_use])
+        recorded = {d['snapshot'] for m in self.engine.list(self.guest.name)
+                    for d in m['disks']}
+        for names in self.internal_states().values():
+            self.assertEqual([], [n for n in names if n not in recorded])
+        # recovery never removes a file
+        self.assertEqual(files, self.disk_files())
         # the guest writes on, and a new snapshot works
         self.guest.write_file('/mnt/vdb/after-recovery.bin')
         self.engine.take(self.guest.name)

@@ -62,10 +62,41 @@ class FullSnapshotRevertTest(base.GuestTestCase):
             self.assertIsNone(g.sha256(AFTER % d), 'disk %s kept %s'
                               % (d, AFTER % d))
             self.assertEqual(before[d], g.sha256(BEFORE % d))
-        # the post-snapshot overlays were discarded: one fresh one per disk
-        # sits on the snapshot's state files (the original disks)
-        self.assertEqual(len(g.disk_targets), len(self.overlay_files()))
+        # the disks kept their files; the revert left no state of its own
+        self.assertDisksHold(record)
+        self.assertEqual({d: [record['disks'][0]['snapshot']]
+                          for d in g.disk_targets}, self.internal_states())
+        self.assertEqual(['vda.qcow2', 'vdb.qcow2', 'vdc.qcow2'],
+                         self.disk_files())
         self.assertEqual(record['id'], self.engine.current(g.name))
+
+
+class DomainRestartTest(base.GuestTestCase):
+    """What Nova's hard reboot and stop/start do: a new QEMU, same XML."""
+
+    def test_writes_after_a_snapshot_survive_a_restart(self):
+        g = self.guest
+        before = g.write_file(BEFORE % 'vdb')
+        seen = {}
+        self.engine._progress = (
+            lambda stage, **kw: seen.setdefault('tick', g.last_tick()[0])
+            if stage == 'captured' else None)
+        record = self.engine.take(g.name)
+        after = g.write_file(AFTER % 'vdb')
+        g.dom.destroy()
+        g.dom.create()
+        g.wait_for_agent()
+        self.assertEqual(after, g.sha256(AFTER % 'vdb'))
+        self.assertDisksHold(record)
+        self.assertEqual((True, None), self.engine.availability(record))
+        # and the snapshot still reverts, memory included (the restarted
+        # guest counts from 0: let it pass the snapshot's tick first)
+        g.wait_for_tick(after=seen['tick'] + 10)
+        offset = g.console_size()
+        self.engine.revert(record['id'])
+        self.assertCounterContinues(offset, seen['tick'])
+        self.assertEqual(before, g.sha256(BEFORE % 'vdb'))
+        self.assertIsNone(g.sha256(AFTER % 'vdb'))
 
 
 class QuiesceWithoutAgentTest(base.GuestTestCase):
@@ -77,7 +108,8 @@ class QuiesceWithoutAgentTest(base.GuestTestCase):
         e = self.assertRaises(exception.QuiesceRequired, self.engine.take,
                               g.name, quiesce_policy='required')
         self.assertIn('could not freeze', str(e))
-        self.assertEqual([], self.overlay_files())
+        self.assertEqual({d: [] for d in g.disk_targets},
+                         self.internal_states())
         self.assertEqual([], self.engine.list(g.name))
         self.assertEqual([], self.staging_dirs())
         self.assertEqual(libvirt.VIR_DOMAIN_RUNNING, g.dom.state()[0])
@@ -86,7 +118,7 @@ class QuiesceWithoutAgentTest(base.GuestTestCase):
         record = self.engine.take(g.name, quiesce_policy='preferred')
         self.assertEqual('agent-unavailable', record['quiesce']['outcome'])
         self.assertIsNone(record['quiesce']['frozen_ms'])
-        self.assertEqual(len(g.disk_targets), len(self.overlay_files()))
+        self.assertDisksHold(record)
         self.assertRunningAndThawed()
 
 
@@ -148,10 +180,10 @@ class BranchesTest(base.GuestTestCase):
                              self.guest.name)))
         self.assertTrue(all(m['parent_id'] is None
                             for m in self.engine.list(self.guest.name)))
-        for d in a['disks']:
-            self.assertFalse(os.path.exists(d['path']) and d['path'] not in
-                             {x['path'] for m in self.engine.list(
-                                 self.guest.name) for x in m['disks']})
+        # A's states are gone from every disk, B's and C's are there
+        for names in self.internal_states().values():
+            self.assertEqual(sorted([b['disks'][0]['snapshot'],
+                                     c['disks'][0]['snapshot']]), names)
 
         self.revert(b, b_tick, ['A', 'B'])
         self.revert(c, c_tick, ['A', 'C'])
@@ -161,21 +193,22 @@ class BranchesTest(base.GuestTestCase):
 class CaptureFailureTest(base.GuestTestCase):
 
     def test_libvirt_failure_leaves_nothing_and_guest_thawed(self):
-        # One overlay libvirt cannot create: it fails after the freeze and
-        # after it may have created the others.
-        real = domain_xml.snapshot_xml
+        # The memory save fails in libvirt after QEMU made the disks'
+        # internal snapshots, with the guest frozen and paused.
+        real = domain_xml.memory_snapshot_xml
 
-        def unwritable_vdc(name, overlays, excluded=(), memory_file=None):
-            overlays = dict(overlays, vdc='/nonexistent-dir/vdc.overlay')
-            return real(name, overlays, excluded, memory_file)
+        def unwritable(name, memory_file, disk_targets):
+            return real(name, '/nonexistent-dir/memory.save', disk_targets)
 
         self.useFixture(fixtures.MonkeyPatch(
-            'nova_snapext.capture.domain_xml.snapshot_xml', unwritable_vdc))
+            'nova_snapext.capture.domain_xml.memory_snapshot_xml',
+            unwritable))
         e = self.assertRaises(exception.CaptureFailed, self.engine.take,
                               self.guest.name, quiesce_policy='required')
         self.assertIn('snapshot of %s failed' % self.guest.name, str(e))
         self.assertEqual('thawed', self.guest.freeze_status())
-        self.assertEqual([], self.overlay_files())
+        self.assertEqual({d: [] for d in self.guest.disk_targets},
+                         self.internal_states())
         self.assertEqual([], self.staging_dirs())
         self.assertEqual([], self.engine.list(self.guest.name))
         self.assertRunningAndThawed()
@@ -203,7 +236,7 @@ class DiskOnlyTest(base.GuestTestCase):
         self.assertEqual(before, g.sha256(BEFORE % 'vdb'))
         self.assertIsNone(g.sha256(AFTER % 'vdb'))
 
-        # delete the root while the domain is off: offline rebase
+        # delete the root while the domain is off: qemu-img
         g.dom.destroy()
         self.engine.delete(first['id'])
         self.assertEqual([second['id']],
@@ -219,8 +252,10 @@ class DiskOnlyTest(base.GuestTestCase):
                           g.name, memory=True, targets=['vdc'])
         subset = self.engine.take(g.name, memory=False, targets=['vdc'])
         self.assertEqual(['vdc'], [d['target'] for d in subset['disks']])
-        self.assertEqual(1, len([f for f in self.overlay_files()
-                                 if subset['id'][:8] in f]))
+        held = self.internal_states()
+        name = subset['disks'][0]['snapshot']
+        self.assertEqual({'vda': False, 'vdb': False, 'vdc': True},
+                         {t: name in n for t, n in held.items()})
 
 
 class CloneTest(base.GuestTestCase):
@@ -283,6 +318,7 @@ class InterruptedCaptureTest(base.GuestTestCase, interrupted.KillMixin):
         self.assertEqual([self.guest.name], done['thawed'])
         self.assertEqual(1, len(done['aborted']))
 
-    def test_killed_after_the_overlays_exist(self):
-        self.capture_and_kill(self.wait_for_overlays)
-        self.assertRecovered(self.engine.recover)
+    def test_killed_after_the_disk_states_exist(self):
+        self.capture_and_kill(self.wait_for_internal_states)
+        done = self.assertRecovered(self.engine.recover)
+        self.assertEqual(1, len(done['aborted']))

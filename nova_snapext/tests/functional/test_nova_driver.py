@@ -101,10 +101,11 @@ class DriverSnapshotTest(base.GuestTestCase, nova_base.NovaTestCase,
         self.assertNotIn('snapext_manifest', props)
         self.assertEqual(b'QFI\xfb', self.uploaded[image_id][:4])
         self.assertEqual([], self.engine.list(self.guest.name))
-        self.assertEqual([], self.overlay_files())
+        self.assertEqual({d: [] for d in self.guest.disk_targets},
+                         self.internal_states())
 
     def test_compute_restart_mid_capture(self):
-        """nova-compute dies after the overlays exist; init_host() recovers.
+        """nova-compute dies after the disk states exist; init_host() recovers.
 
         Nova's own init_host() (CPU, host capability checks) is not what is
         under test and needs a full compute host, so it is skipped; snapext's
@@ -114,7 +115,7 @@ class DriverSnapshotTest(base.GuestTestCase, nova_base.NovaTestCase,
                       lambda driver, host: None)
         self.stub_out('nova.virt.libvirt.driver.LibvirtDriver.cleanup_host',
                       lambda driver, host: None)
-        self.capture_and_kill(self.wait_for_overlays)
+        self.capture_and_kill(self.wait_for_internal_states)
 
         def restart():
             self.driver.init_host('compute-1')

@@ -49,7 +49,7 @@ def record(snapshot_id='s1', parent_id=None, created_at=None, **kw):
         'disks': [
             {'target': 'vda', 'role': 'root', 'path': '/srv/i/%s-vda'
              % snapshot_id, 'format': 'qcow2', 'virtual_size': 1 << 30,
-             'backing': None, 'bytes': 4096},
+             'snapshot': 'snapext-%s' % snapshot_id, 'backing': None},
         ],
     }
     m.update(copy.deepcopy(kw))

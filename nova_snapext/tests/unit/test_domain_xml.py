@@ -37,25 +37,27 @@ class DomainXmlTest(testtools.TestCase):
                           '6f1c7c1e-0000-4000-8000-000000000001'),
                          domain_xml.domain_identity(fakes.DOMAIN_XML))
 
-    def test_full_snapshot_xml(self):
-        xml = domain_xml.snapshot_xml(
-            'snapext-1', {'vda': '/o/a', 'vdb': '/o/b'}, ['hdc'], '/m/mem')
-        root = ET.fromstring(xml)
-        self.assertEqual('snapext-1', root.findtext('name'))
+    def test_memory_snapshot_xml_leaves_every_disk_alone(self):
+        root = ET.fromstring(domain_xml.memory_snapshot_xml(
+            'snapext-memory', '/m/mem', ['vda', 'vdb', 'hdc']))
+        self.assertEqual('snapext-memory', root.findtext('name'))
         self.assertEqual({'snapshot': 'external', 'file': '/m/mem'},
                          root.find('memory').attrib)
-        disks = root.findall('disks/disk')
-        self.assertEqual([('vda', 'external', '/o/a'),
-                          ('vdb', 'external', '/o/b')],
-                         [(d.get('name'), d.get('snapshot'),
-                           d.find('source').get('file')) for d in disks[:2]])
-        self.assertEqual('qcow2', disks[0].find('driver').get('type'))
-        self.assertEqual(('hdc', 'no'),
-                         (disks[2].get('name'), disks[2].get('snapshot')))
+        self.assertEqual([('vda', 'no'), ('vdb', 'no'), ('hdc', 'no')],
+                         [(d.get('name'), d.get('snapshot'))
+                          for d in root.findall('disks/disk')])
 
-    def test_disk_only_snapshot_xml(self):
-        root = ET.fromstring(domain_xml.snapshot_xml('s', {'vda': '/o'}))
-        self.assertEqual('no', root.find('memory').get('snapshot'))
+    def test_console_appended(self):
+        xml = ("<domain><devices><serial type='pty'>"
+               "<log file='/i/console.log' append='off'/></serial>"
+               "<serial type='file'><source path='/i/s.log' append='off'/>"
+               "</serial><disk><source file='/i/disk'/></disk>"
+               "</devices></domain>")
+        root = ET.fromstring(domain_xml.with_console_appended(xml))
+        self.assertEqual('on', root.find('.//log').get('append'))
+        self.assertEqual('on', root.find(".//serial[@type='file']/source")
+                         .get('append'))
+        self.assertIsNone(root.find('.//disk/source').get('append'))
 
     def test_with_disk_sources(self):
         xml = domain_xml.with_disk_sources(

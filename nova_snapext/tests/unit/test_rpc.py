@@ -77,8 +77,7 @@ class FakeEngine(object):
             raise exception.NotFound('domain %s not found' % ident)
 
     def take(self, domain, memory=True, quiesce_policy=None,
-             disk_roles=None, extra=None, targets=None, overlay_names=None,
-             reuse_overlays=False):
+             disk_roles=None, extra=None, targets=None):
         if self.block:
             self.block.wait(5)
         dom = self.domain(domain)
@@ -209,11 +208,14 @@ class RpcOverFakeDriverTest(testtools.TestCase):
                                                10 ** 6)['timeout_ms'])
 
     def test_version_cap(self):
-        self.conf.set_override('agent_version_cap', '1.0', 'snapext')
+        # 1.x agents merged overlay files; a 2.0 client must not drive them
+        self.conf.set_override('agent_version_cap', '1.2', 'snapext')
+        self.addCleanup(self.conf.clear_override, 'agent_version_cap',
+                        'snapext')
         old = api.AgentAPI(self.conf, transport=self.service._transport)
         e = self.assertRaises(exception.AgentUnavailable, old.delete, {},
                               'host1', {'snapshot_id': 's1'})
-        self.assertIn('version cap is 1.0', str(e))
+        self.assertIn('version cap is 1.2', str(e))
 
     def test_unexpected_agent_error(self):
         self.engine.take = mock.Mock(side_effect=RuntimeError('boom'))

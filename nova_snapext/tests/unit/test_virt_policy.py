@@ -44,7 +44,7 @@ class PolicyTest(testtools.TestCase):
         record['disks'].append({'target': 'vdb', 'role': 'volume',
                                 'volume_id': 'v1', 'path': '/v',
                                 'format': 'qcow2', 'virtual_size': 1,
-                                'backing': None, 'bytes': 1})
+                                'snapshot': 'snapext-s2', 'backing': None})
         props = policy.image_properties(record, 'cmp1', 'file')
         self.assertEqual({'snapext_manifest': 's2', 'snapext_kind': 'full',
                           'snapext_host': 'cmp1', 'snapext_parent': 's1',

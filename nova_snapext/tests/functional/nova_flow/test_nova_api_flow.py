@@ -16,9 +16,9 @@ Glance for an image-backed server, and API -> snapext filter -> agent RPC
 -> Glance for a volume-backed one; the resulting images carry the snapext
 properties; Nova's task-state contract holds; the stock path still works.
 What it does not prove: the capture itself.  fakelibvirt has no disks,
-no memory and no qemu-img, so the engine's ``take()`` and
-``export_disk()`` are replaced by fakes that commit a valid record and
-write a small file.  The real capture through the same driver is proven
+no memory and no qemu-img, so the engine's ``take()``, ``export_disk()``
+and ``check_capturable()`` are replaced by fakes that commit a valid record
+and write a small file.  The real capture through the same driver is proven
 on a real guest in ``test_nova_driver`` and ``test_nova_spawn``.
 """
 
@@ -113,8 +113,9 @@ class FakeCapture(object):
             disks.append({'target': target, 'role': role['role'],
                           'volume_id': role.get('volume_id'),
                           'cinder_snapshot_id': None, 'path': path,
+                          'snapshot': 'snapext-' + snapshot_id,
                           'format': 'qcow2', 'virtual_size': 1 << 30,
-                          'backing': None, 'bytes': os.path.getsize(path)})
+                          'backing': None})
         record = fakes.record(
             snapshot_id, instance_uuid=uuid, domain=dom.name(),
             kind=manifest.KIND_FULL if memory else manifest.KIND_DISKS,
@@ -156,6 +157,10 @@ class SnapextCreateImageTest(base.ServersTestBase):
         self.useFixture(fixtures.MonkeyPatch(
             'nova_snapext.capture.engine.Engine.take',
             lambda engine, *a, **kw: self.capture.take(engine, *a, **kw)))
+        # fakelibvirt's disks are not files QEMU runs on
+        self.useFixture(fixtures.MonkeyPatch(
+            'nova_snapext.capture.engine.Engine.check_capturable',
+            lambda engine, *a, **kw: None))
         self.useFixture(fixtures.MonkeyPatch(
             'nova_snapext.capture.engine.Engine.export_disk',
             lambda engine, *a, **kw: self.capture.export_disk(engine, *a,

@@ -110,7 +110,8 @@ class Agent(object):
                                          else None),
                   'path': '/srv/%s/%s' % (snapshot_id, target),
                   'format': 'qcow2', 'virtual_size': 1 << 30,
-                  'backing': None, 'bytes': 4096}
+                  'snapshot': 'snapext-' + snapshot_id,
+                  'backing': None}
                  for target, role in sorted(spec['disk_roles'].items())]
         record = fakes.record(snapshot_id, parent_id=self.current_id,
                               instance_uuid=uuid, disks=disks,
