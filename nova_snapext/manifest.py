@@ -85,6 +85,8 @@ SCHEMA = {
         'timings_ms': {'type': 'object',
                        'additionalProperties': {'type': 'number'}},
         'image_id': _nullable_str,
+        # some of the instance's disks only (a Cinder group's volumes)
+        'partial': {'type': 'boolean'},
         # set when the snapshots cannot follow the instance (it moved)
         'status': {
             'type': 'object',
@@ -161,13 +163,29 @@ def ancestors(manifests, snapshot_id):
     return chain
 
 
+STATE_AVAILABLE = 'available'
+STATE_UNAVAILABLE = 'unavailable'
+STATE_UNKNOWN = 'unknown'
+
+
+def state_of(snapshot_id, unavailable):
+    """(state, reason) of a snapshot.
+
+    :param unavailable: {snapshot id: why it cannot be reverted to, or
+        None} as the instance's host tells it; None when nobody could ask
+        the host
+    """
+    if unavailable is None:
+        return STATE_UNKNOWN, 'the compute host did not answer'
+    reason = unavailable.get(snapshot_id)
+    return (STATE_UNAVAILABLE if reason else STATE_AVAILABLE), reason
+
+
 def tree(manifests, current_id=None, unavailable=None):
     """A nested, JSON-friendly view of the snapshot tree.
 
-    :param unavailable: {snapshot id: why it cannot be reverted to, or
-        None}
+    :param unavailable: as for :func:`state_of`
     """
-    unavailable = unavailable or {}
     by_id = {m['id']: m for m in manifests}
     kids = children(manifests)
     orphans = [m['id'] for m in manifests
@@ -175,12 +193,11 @@ def tree(manifests, current_id=None, unavailable=None):
 
     def node(snapshot_id):
         m = by_id[snapshot_id]
+        state, reason = state_of(snapshot_id, unavailable)
         return {'id': snapshot_id, 'kind': m['kind'],
                 'created_at': m['created_at'],
                 'current': snapshot_id == current_id,
-                'state': ('unavailable' if unavailable.get(snapshot_id)
-                          else 'available'),
-                'reason': unavailable.get(snapshot_id),
+                'state': state, 'reason': reason,
                 'children': [node(c) for c in kids.get(snapshot_id, [])]}
 
     return [node(r) for r in kids.get(None, []) + orphans]

@@ -80,24 +80,26 @@ class Controller(object):
             raise not_found
         return record, instance
 
-    def _current(self, context, instance):
-        """The snapshot the running disks descend from, or None.
+    def _host_view(self, context, instance):
+        """(current id, {snapshot id: unavailable reason or None}).
 
-        Only the host knows (it reads the disks' backing files), so this
-        asks the agent, and a tree is still served when the agent cannot
-        answer: the records are the store's.
+        Only the host can tell whether a disk still holds a snapshot's
+        state, so this asks the agent; when it cannot answer, the records
+        are still served, with no current position and reasons None (the
+        view says their state is unknown).
         """
         if not instance.host:
-            return None
+            return None, {}
         try:
-            return self.agent.current(context.to_dict(), instance.host,
-                                      instance.uuid)
+            host_tree = self.agent.tree(context.to_dict(), instance.host,
+                                        instance.uuid)
         except Exception as exc:
             if faults.snapext_class(exc) is None:
                 raise
-            LOG.warning('current snapshot of %s unknown: %s',
+            LOG.warning('snapshot states of %s unknown: %s',
                         instance.uuid, exc)
-            return None
+            return None, None
+        return host_tree['current'], views.reasons(host_tree['snapshots'])
 
     def _check_state(self, context, instance, action, vm_states_ok):
         if instance.locked and not context.is_admin:
@@ -125,13 +127,14 @@ class Controller(object):
         instance = self._instance(context, server_id)
         policies.authorize(context, policies.INDEX, instance)
         records = self.store.list(instance.uuid)
-        return views.tree(instance.uuid, records,
-                          self._current(context, instance))
+        current, reasons = self._host_view(context, instance)
+        return views.tree(instance.uuid, records, current, reasons)
 
     def show(self, context, snapshot_id):
         record, instance = self._snapshot(context, snapshot_id)
         policies.authorize(context, policies.SHOW, instance)
-        return views.snapshot(record)
+        _, reasons = self._host_view(context, instance)
+        return views.snapshot(record, reasons)
 
     def delete(self, context, snapshot_id):
         record, instance = self._snapshot(context, snapshot_id)

@@ -7,11 +7,21 @@ business, as Nova keeps hypervisor details from API users.
 from nova_snapext import manifest as manifest_mod
 
 _DISK_FIELDS = ('target', 'role', 'volume_id', 'cinder_snapshot_id',
-                'format', 'virtual_size', 'bytes')
+                'format', 'virtual_size')
 
 
-def snapshot(record):
+def reasons(nodes):
+    """{snapshot id: unavailable reason or None} of a host's tree."""
+    found = {}
+    for node in nodes:
+        found[node['id']] = node.get('reason')
+        found.update(reasons(node['children']))
+    return found
+
+
+def snapshot(record, unavailable):
     memory = record['memory']
+    state, reason = manifest_mod.state_of(record['id'], unavailable)
     return {'snapshot': {
         'id': record['id'],
         'server_id': record['instance_uuid'],
@@ -23,10 +33,18 @@ def snapshot(record):
         'disks': [{k: d.get(k) for k in _DISK_FIELDS}
                   for d in record['disks']],
         'image_id': record.get('image_id'),
+        'state': state,
+        'reason': reason,
     }}
 
 
-def tree(server_id, records, current_id):
+def tree(server_id, records, current_id, unavailable):
+    """The tree of ``records``, each node with its state and reason.
+
+    :param unavailable: as the host reported it ({id: reason or None}), or
+        None when it did not answer
+    """
     return {'server_id': server_id,
             'current': current_id,
-            'snapshots': manifest_mod.tree(records, current_id)}
+            'snapshots': manifest_mod.tree(records, current_id,
+                                           unavailable)}

@@ -58,6 +58,10 @@ class RestoreOps(object):
     def _revert(self, guest, record):
         started = time.monotonic()
         reason = self._unavailable_reason(record, guest)
+        if not reason and record.get('partial'):
+            reason = ('it holds only disks %s (a volume group snapshot): '
+                      'revert those volumes through Cinder'
+                      % ', '.join(d['target'] for d in record['disks']))
         if reason:
             raise exception.Conflict('snapshot %s cannot be reverted to: %s'
                                      % (record['id'], reason))

@@ -34,7 +34,8 @@ def undo_name(token):
 def unavailable_reason(record, current_paths, held):
     """Why the snapshot cannot be reverted to now, or None.
 
-    :param record: the snapshot's manifest
+    :param record: the snapshot's manifest; a ``partial`` one (some of the
+        disks, e.g. a Cinder group's volumes) need not cover every disk
     :param current_paths: {target: file} of the instance's disks now, or
         None when the instance has no domain on this host
     :param held: {file: internal snapshot names in it} for the files of the
@@ -54,7 +55,8 @@ def unavailable_reason(record, current_paths, held):
     if current_paths is None:
         return 'the instance has no domain on this host'
     wanted = {d['target'] for d in record['disks']}
-    if wanted != set(current_paths):
+    if wanted - set(current_paths) or (
+            not record.get('partial') and wanted != set(current_paths)):
         return ('the snapshot covers disks %s, the instance now has %s: '
                 'attach or detach volumes to match'
                 % (', '.join(sorted(wanted)),

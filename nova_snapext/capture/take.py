@@ -122,7 +122,8 @@ class TakeOps(object):
                          quiesce=q.outcome, frozen_ms=q.frozen_ms,
                          snapshot_call_ms=timings['snapshot_call'])
             record = self._record(guest, snapshot_id, parent_id, xml, disks,
-                                  disk_roles, q, memory_file, extra)
+                                  disk_roles, q, memory_file, extra,
+                                  len(disks) < len(guest.disks()))
             timings['total'] = progress.elapsed_ms(started)
             record['timings_ms'] = timings
             self.store.commit(record)
@@ -154,7 +155,7 @@ class TakeOps(object):
                     guest.save_memory(memory_file)
 
     def _record(self, guest, snapshot_id, parent_id, xml, disks, disk_roles,
-                q, memory_file, extra):
+                q, memory_file, extra, partial):
         record = {
             'schema_version': manifest_mod.SCHEMA_VERSION,
             'id': snapshot_id,
@@ -168,6 +169,7 @@ class TakeOps(object):
             'memory': None,
             'domain_xml': xml,
             'disks': [],
+            'partial': partial,
         }
         if memory_file:
             record['memory'] = {

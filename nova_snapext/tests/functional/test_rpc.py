@@ -54,7 +54,7 @@ class RpcContractTest(AgentTestCase):
         g = self.guest
         pong = self.api.ping(self.ctxt, self.host)
         self.assertEqual(self.host, pong['host'])
-        self.assertEqual('1.2', pong['version'])
+        self.assertEqual('2.0', pong['version'])
         self.assertNotEqual(os.getpid(), pong['pid'])
         self.assertEqual([], pong['frozen'])
 
@@ -84,7 +84,11 @@ class RpcContractTest(AgentTestCase):
         self.assertEqual('vol-1', record['disks'][0]['volume_id'])
         self.assertEqual('frozen', record['quiesce']['outcome'])
         self.assertIn('snapshot_call', captured['timings_ms'])
-        self.assertIn('.snapext-', captured['active_disks']['vdb'])
+        # the volume keeps its file, which holds the state
+        self.assertEqual(record['disks'][0]['path'],
+                         captured['active_disks']['vdb'])
+        self.assertIn(record['disks'][0]['snapshot'],
+                      self.internal_states()['vdb'])
         # the caller owns the thaw: still frozen after the capture
         self.assertEqual('frozen', g.freeze_status())
         self.assertEqual('done', self.api.status(

@@ -53,6 +53,13 @@ class UnavailableReasonTest(testtools.TestCase):
             _record(), dict(CURRENT, vdc='/v/x'), HELD)
         self.assertIn('attach or detach', reason)
 
+    def test_a_partial_snapshot_need_not_cover_every_disk(self):
+        record = _record(partial=True)
+        self.assertIsNone(states.unavailable_reason(
+            record, dict(CURRENT, vdc='/v/x'), HELD))
+        self.assertIn('covers disks', states.unavailable_reason(
+            record, {'vda': '/i/disk'}, HELD))
+
     def test_disk_runs_on_another_file(self):
         # e.g. a Cinder snapshot put an overlay on top of the volume
         reason = states.unavailable_reason(

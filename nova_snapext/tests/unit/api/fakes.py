@@ -9,6 +9,7 @@ from nova import objects
 from oslo_utils import uuidutils
 
 from nova_snapext import exception
+from nova_snapext import manifest
 from nova_snapext.tests.unit import fakes
 
 PROJECT = '6f1c7c1e0000400080000000000000aa'
@@ -91,6 +92,8 @@ class Agent(object):
         self.calls = []
         self.error = None
         self.current_id = None
+        # {snapshot id: reason} the host reports
+        self.unavailable = {}
         self._ids = ('snap-%d' % i for i in itertools.count(1))
 
     def _enter(self, method, ctxt, host, arg):
@@ -129,9 +132,12 @@ class Agent(object):
         self._enter('delete', ctxt, host, spec)
         self.store.delete(spec['snapshot_id'])
 
-    def current(self, ctxt, host, instance_uuid):
-        self._enter('current', ctxt, host, instance_uuid)
-        return self.current_id
+    def tree(self, ctxt, host, instance_uuid):
+        self._enter('tree', ctxt, host, instance_uuid)
+        records = self.store.list(instance_uuid)
+        return {'instance_uuid': instance_uuid, 'current': self.current_id,
+                'snapshots': manifest.tree(records, self.current_id,
+                                           self.unavailable)}
 
 
 class Conflict_Remote(Exception):

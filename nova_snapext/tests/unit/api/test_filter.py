@@ -200,8 +200,23 @@ class TreeAndShowTest(FilterTestCase):
             self.assertEqual([second['id'], third['id']],
                              [c['id'] for c in root['children']])
             self.assertTrue(root['children'][0]['current'])
-        self.assertEqual(('current', 'compute1', self.server.uuid),
+            self.assertEqual(['available'] * 3,
+                             [root['state']] + [c['state'] for c in
+                                                root['children']])
+        self.assertEqual(('tree', 'compute1', self.server.uuid),
                          self.agent.calls[-1])
+
+    def test_tree_and_show_say_why_a_snapshot_is_unavailable(self):
+        record = self.snapshot()
+        self.agent.unavailable = {record['id']: 'disk vda: replaced'}
+        [node] = self.request('/servers/%s/snapext-snapshots'
+                              % self.server.uuid).json_body['snapshots']
+        self.assertEqual(('unavailable', 'disk vda: replaced'),
+                         (node['state'], node['reason']))
+        snap = self.request('/snapext-snapshots/%s'
+                            % record['id']).json_body['snapshot']
+        self.assertEqual(('unavailable', 'disk vda: replaced'),
+                         (snap['state'], snap['reason']))
 
     def test_tree_without_an_agent_answer_has_no_current(self):
         self.snapshot()
@@ -210,7 +225,8 @@ class TreeAndShowTest(FilterTestCase):
                             % self.server.uuid)
         self.assertEqual(200, resp.status_int)
         self.assertIsNone(resp.json_body['current'])
-        self.assertEqual(1, len(resp.json_body['snapshots']))
+        [node] = resp.json_body['snapshots']
+        self.assertEqual('unknown', node['state'])
 
     def test_tree_of_an_empty_server(self):
         resp = self.request('/servers/%s/snapext-snapshots'
