@@ -25,16 +25,16 @@ NOTES = [
     'without pivot, redefine, fsThaw, qemu-img convert -t none -c); always '
     'quiesced, as Nova does for images with the guest agent.',
     'snapext: Engine.take with quiesce required. "Point in time fixed" is '
-    "the engine's captured step (disks switched, guest thawed); the Glance "
-    "image is the same qemu-img convert -c, from the root's read-only state "
-    'file after that point, so no mirror of the live disk is made.',
+    "the engine's captured step (disk states and memory taken, guest "
+    "thawed); the Glance image is the same qemu-img convert -c, from the "
+    "root's internal snapshot, so no mirror of the live disk is made.",
     'Pause: largest gap between host arrival times of the 100 ms ticks '
     'from request to fixed point, minus 100 ms; libvirt: longest SUSPENDED '
     'to RESUMED lifecycle event interval (0 = never paused).',
     'Figure 5 writes N MiB of random data to /mnt/vda between two '
-    'disk-only snapshots; snapext rows are the bytes allocated by each '
-    'state file of the second snapshot, the baseline row the delta plus '
-    'the compressed image it writes at the same point.',
+    'disk-only snapshots; snapext rows are how much each disk file grew '
+    'from the first to the second snapshot, the baseline row the delta '
+    'plus the compressed image it writes at the same point.',
     'Figure 7: the first tick printed by the resumed or booted guest; '
     '"call returned" includes thawing the restored guest through its '
     'agent (revert, clone) or the agent answering (cold boot).',

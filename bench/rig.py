@@ -40,18 +40,18 @@ def allocated_bytes(path):
     return os.stat(path).st_blocks * 512
 
 
-def convert_compressed(src, dest, force_share=False):
+def convert_compressed(src, dest, snapshot=None):
     """Nova's extract_snapshot with snapshot_compression: the Glance copy.
 
     Same command as nova.privsep.qemu.unprivileged_convert_image builds:
     cache mode none (the directory supports O_DIRECT), qcow2 in, qcow2 out,
-    compressed.  ``force_share`` (-U) lets it read a snapext state file,
-    which QEMU holds as a read-only backing file.
+    compressed.  With ``snapshot`` it copies that qcow2 internal snapshot
+    of ``src`` (snapext's state) while QEMU runs on the file (-U).
     """
     cmd = ['qemu-img', 'convert', '-t', 'none', '-f', 'qcow2',
            '-O', 'qcow2', '-c', src, dest]
-    if force_share:
-        cmd.insert(2, '-U')
+    if snapshot:
+        cmd[2:2] = ['-U', '-l', 'snapshot.name=%s' % snapshot]
     run(*cmd)
 
 

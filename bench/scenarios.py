@@ -66,10 +66,10 @@ def _snapext(r, guest, memory, targets=None, export=True):
     """One snapext take (quiesce required, like the baseline's).
 
     The point in time is fixed when the engine reports 'captured': disks
-    switched and filesystems thawed; what follows (hashing the memory
+    captured and filesystems thawed; what follows (hashing the memory
     image, writing the record) does not touch the guest.  The Glance image
-    is then converted from the root's state file, which is read-only from
-    that instant on, so no mirror of the live disk is needed.
+    is then converted from the root's internal snapshot, which nothing
+    writes, so no mirror of the live disk is needed.
     """
     started = time.monotonic()
     record = r.engine.take(guest.name, memory=memory, targets=targets,
@@ -80,8 +80,9 @@ def _snapext(r, guest, memory, targets=None, export=True):
               'record': record}
     if export:
         out = r.path('glance-%d.qcow2' % next(_seq))
-        rig_mod.convert_compressed(record['disks'][0]['path'], out,
-                                   force_share=True)
+        root = record['disks'][0]
+        rig_mod.convert_compressed(root['path'], out,
+                                   snapshot=root['snapshot'])
         result['image_ms'] = _ms(started)
         os.unlink(out)
     return result
@@ -197,13 +198,14 @@ def incremental(r, samples, reps, guest, writes_mib):
     """Figure 5 (and 4 against used data): two snapshots N MiB apart.
 
     The guest writes N MiB of incompressible data to its root between two
-    disk-only snapshots; the second snapshot's state files hold exactly
-    what changed.  The baseline runs just before the second snapshot, when
-    the root's active layer holds those N MiB as a Nova instance's overlay
-    holds its writes: it mirrors them and writes the whole root again
-    (delta plus compressed image).  After each N the guest is reverted to
-    a full snapshot taken first: without discard, deleted files stay
-    allocated in the qcow2 chain, and the data the baseline converts would
+    disk-only snapshots; what the second one costs is what each disk file
+    grew by since the first (qcow2 keeps the clusters written since, the
+    older ones are shared).  The baseline runs just before the second
+    snapshot, when the root's active layer holds those N MiB as a Nova
+    instance's overlay holds its writes: it mirrors them and writes the
+    whole root again (delta plus compressed image).  After each N the
+    guest is reverted to a full snapshot taken first: without discard,
+    deleted files stay allocated, and the data the baseline converts would
     grow with every repetition instead of being 200 MiB + N.
     """
     measure = 'bytes of the second snapshot'
@@ -214,7 +216,9 @@ def incremental(r, samples, reps, guest, writes_mib):
         for n in writes_mib:
             base = 'baseline, root, N = %d MiB' % n
             used = '1 GiB, %d MiB used' % (200 + n)
-            _snapext(r, guest, memory=False, export=False)
+            first = _snapext(r, guest, memory=False, export=False)
+            sizes = {d['target']: rig_mod.allocated_bytes(d['path'])
+                     for d in first['record']['disks']}
             guest.check_sh('for i in $(seq %d); do cat /run/rand16; done '
                            '> /mnt/vda/inc.bin && sync' % (n // 16),
                            timeout=600)
@@ -225,9 +229,11 @@ def incremental(r, samples, reps, guest, writes_mib):
             _add_size(samples, 'baseline', res, None, used)
             second = _snapext(r, guest, memory=False, export=False)
             for disk in second['record']['disks']:
+                grown = (rig_mod.allocated_bytes(disk['path']) -
+                         sizes[disk['target']])
                 samples.add(5, measure, 'snapext, %s, N = %d MiB'
-                            % (disk['target'], n),
-                            disk['bytes'] / 2 ** 20, MIB, base)
+                            % (disk['target'], n), grown / 2 ** 20, MIB,
+                            base)
             _add_size(samples, 'snapext disks-only (3 disks)', second,
                       'baseline', used)
             r.engine.revert(reset)
@@ -261,8 +267,8 @@ def _no_agent_socket(xml):
 def _clone(r, record, source):
     """Clone a full snapshot into a new running domain; time to first tick.
 
-    The new domain's disks are fresh overlays on the snapshot's state
-    files, as Nova would create from the snapshot image.
+    The new domain's disks are standalone copies of the snapshot's disk
+    states, as Nova creates them from the snapshot image.
     """
     name = '%sclone-%s' % (rig_mod.DOMAIN_PREFIX, uuid.uuid4().hex[:6])
     workdir = r.path(name)
@@ -277,8 +283,8 @@ def _clone(r, record, source):
     for disk in record['disks']:
         sources[disk['target']] = os.path.join(workdir, '%s.qcow2'
                                                % disk['target'])
-        rig_mod.run('qemu-img', 'create', '-q', '-f', 'qcow2', '-F',
-                    'qcow2', '-b', disk['path'], sources[disk['target']])
+        r.engine.export_disk(record['id'], disk['target'],
+                             sources[disk['target']])
     r.engine.clone(record['id'], name, str(uuid.uuid4()), sources,
                    path_moves={source.workdir: workdir},
                    xml_edit=_no_agent_socket)
