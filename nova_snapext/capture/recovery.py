@@ -6,6 +6,7 @@ import libvirt
 from oslo_log import log as logging
 
 from nova_snapext.capture import guest as guest_mod
+from nova_snapext.capture import legacy
 from nova_snapext.capture import quiesce
 from nova_snapext.capture import states
 from nova_snapext import exception
@@ -21,13 +22,15 @@ class RecoveryOps(object):
 
         Run at service start (Nova's init_host): a guest the dead process
         paused is resumed and one it froze is thawed, staged records are
-        dropped, and internal snapshots that no record explains (a capture
+        dropped, an instance the external-overlay release left on overlays
+        is migrated onto its disks' own files (:mod:`legacy`), and internal
+        snapshots that no record explains (a capture
         that died between its QEMU transaction and its record) are dropped:
         they are past states, never the live data.  No file is deleted.
         Instances another live process is working on are left alone.
         """
         done = {'thawed': [], 'resumed': [], 'aborted': [], 'dropped': [],
-                'failed': []}
+                'failed': [], 'migrated': [], 'kept': []}
         # Only instances this store knows: a capture stages its record
         # before QEMU creates any internal snapshot.
         for instance_uuid in self.store.instances():
@@ -64,6 +67,10 @@ class RecoveryOps(object):
         for snapshot_id in staged:
             self.store.abort(instance_uuid, snapshot_id)
             done['aborted'].append(snapshot_id)
+        # What the external-overlay release left: back onto the disks' own
+        # files, before anything below reads the records.  A failure stops
+        # here, with the domain on its old chain.
+        legacy.Migrator(self).migrate(guest, done)
         records = self.store.list(instance_uuid)
         recorded = {d['snapshot'] for m in records for d in m['disks']}
         held = self._held(d.path for d in guest.disks())

@@ -69,10 +69,15 @@ class RestoreOps(object):
         restore_xml = memory_file = None
         if full:
             memory_file = self._verified_memory(record)
-            # The image's own XML names the disks' own files: only the
-            # console logs change, so they append to the server's history.
-            restore_xml = domain_xml.with_console_appended(
-                self.host.saved_xml(memory_file))
+            # The image's own XML, with each disk on the file the record
+            # names (the same file, except for a snapshot migrated from
+            # the external-overlay layout, whose image names an old
+            # overlay) and the console logs appending to the server's
+            # history.
+            restore_xml = domain_xml.with_disk_sources(
+                domain_xml.with_console_appended(
+                    self.host.saved_xml(memory_file)),
+                {d['target']: d['path'] for d in record['disks']})
         self._report('revert-planned', snapshot=record['id'],
                      domain=guest.name)
         was_active = guest.is_active()
