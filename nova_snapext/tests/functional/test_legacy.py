@@ -15,6 +15,7 @@ import subprocess
 import time
 import uuid
 
+import fixtures
 import libvirt
 import testtools
 from xml.etree import ElementTree as ET
@@ -316,3 +317,71 @@ class LegacyMigrationTest(base.GuestTestCase):
         self.revert(records[c['id']], c_tick)
         self.assertFiles({'f0': f0, 'f3': f3}, ['f1', 'f2', 'f4'])
         self.assertOnOriginals()
+
+    def test_failure_rolls_back_then_a_shut_off_domain_migrates(self):
+        g = self.guest
+        old = OldRelease(self)
+        f0 = self.write('f0')
+        a, a_tick = old.take(None)
+        f1 = self.write('f1')
+        old_sources = {x.target: x.path for x in domain_xml.writable_disks(
+            g.refresh().XMLDesc(0))}
+        store_dir = os.path.join(self.conf.snapext.file_store_path, g.uuid)
+
+        # a failure after the first commit into the original file
+        real_run_step = legacy.run_step
+        seen = []
+
+        def failing(step):
+            seen.append(step)
+            if isinstance(step, legacy.Commit):
+                real_run_step(step)
+                raise RuntimeError('injected failure')
+            real_run_step(step)
+
+        self.useFixture(fixtures.MonkeyPatch(
+            'nova_snapext.capture.legacy.run_step', failing))
+        done = self.engine.recover()
+        self.assertEqual([g.name], done['failed'])
+        self.assertEqual([], done['migrated'])
+        # the guest runs on its old chain, every byte there, nothing left
+        self.assertRunningAndThawed()
+        self.assertEqual(old_sources, {
+            x.target: x.path
+            for x in domain_xml.writable_disks(g.refresh().XMLDesc(0))})
+        self.assertFiles({'f0': f0, 'f1': f1}, [])
+        for path in self.originals().values():
+            self.assertEqual([], qemu_img.snapshot_names(path))
+        self.assertEqual([], [n for n in os.listdir(store_dir)
+                              if n.startswith('.legacy')])
+        with open(os.path.join(store_dir, a['id'], 'manifest.json')) as f:
+            self.assertEqual(1, json.load(f)['schema_version'])
+
+        # shut off (a clean shutdown: no memory to keep), then migrated
+        # offline, with no save
+        f2 = self.write('f2')
+        g.check_sh('sync')
+        g.refresh().destroy()
+        self.useFixture(fixtures.MonkeyPatch(
+            'nova_snapext.capture.legacy.run_step', real_run_step))
+        self.progress[:] = []
+        done = self.engine.recover()
+        self.assertEqual([g.name], done['migrated'])
+        switched = [kw for stage, kw in self.progress
+                    if stage == 'legacy-switched']
+        self.assertNotIn('save_ms', switched[0])
+        dom = g.refresh()
+        self.assertFalse(dom.isActive())
+        self.assertEqual(self.originals(), {
+            x.target: x.path for x in domain_xml.writable_disks(
+                dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))})
+        dom.create()
+        g.wait_for_agent()
+        self.assertOnOriginals()
+        self.assertFiles({'f0': f0, 'f1': f1, 'f2': f2}, [])
+        record = self.engine.list(g.name)[0]
+        self.assertDisksHold(record)
+        self.assertEqual(a['id'], self.engine.current(g.name))
+        g.wait_for_tick(after=a_tick + 3, timeout=300)
+        self.revert(record, a_tick)
+        self.assertFiles({'f0': f0}, ['f1', 'f2'])
