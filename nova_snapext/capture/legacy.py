@@ -376,6 +376,18 @@ def _legacy_note(record, now):
                       for d in record['disks']}}
 
 
+def _partial(record):
+    """Whether the old capture covered only some disks (a Cinder group)."""
+    if 'partial' in record:
+        return record['partial']
+    try:
+        had = {d.target for d in domain_xml.writable_disks(
+            record['domain_xml'])}
+    except exception.SnapextError:
+        return False
+    return bool(had) and {d['target'] for d in record['disks']} < had
+
+
 def _disk_fields(disk):
     return {k: disk.get(k) for k in ('target', 'role', 'volume_id',
                                      'cinder_snapshot_id', 'sha256')}
@@ -388,7 +400,7 @@ def migrated_record(record, originals, backing, now):
     :param backing: {target: the original's backing file or None}
     """
     new = dict(record, schema_version=manifest_mod.SCHEMA_VERSION,
-               legacy=_legacy_note(record, now))
+               legacy=_legacy_note(record, now), partial=_partial(record))
     new['disks'] = [dict(_disk_fields(d), path=originals[d['target']],
                          snapshot=states.internal_name(record['id']),
                          format='qcow2', virtual_size=d['virtual_size'],
@@ -400,7 +412,7 @@ def migrated_record(record, originals, backing, now):
 def unavailable_record(record, reason, now):
     """The schema-2 record of a legacy snapshot left in its old files."""
     new = dict(record, schema_version=manifest_mod.SCHEMA_VERSION,
-               legacy=_legacy_note(record, now),
+               legacy=_legacy_note(record, now), partial=_partial(record),
                status={'reason': reason, 'since': now})
     # The disks still name the state files, kept where they were.
     new['disks'] = [dict(_disk_fields(d), path=d['path'],

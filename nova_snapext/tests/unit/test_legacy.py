@@ -311,6 +311,19 @@ class RecordsTest(testtools.TestCase):
         self.assertNotIn('status', new)
         self.assertEqual(1, old['schema_version'])
 
+    def test_a_group_capture_is_partial(self):
+        disk = ("<disk type='file' device='disk'><driver type='qcow2'/>"
+                "<source file='%s'/><target dev='%s'/></disk>")
+        old = record('G', ('vdb', VOL), full=False)
+        old['domain_xml'] = '<domain><devices>%s%s</devices></domain>' % (
+            disk % (DISK, 'vda'), disk % (VOL, 'vdb'))
+        new = legacy.migrated_record(old, {'vdb': VOL}, {}, 'now')
+        self.assertTrue(new['partial'])
+        old['disks'].append(dict(old['disks'][0], target='vda', path=DISK))
+        new = legacy.migrated_record(old, {'vda': DISK, 'vdb': VOL}, {},
+                                     'now')
+        self.assertFalse(new['partial'])
+
     def test_unavailable_record_names_the_kept_file(self):
         old = record('A', ('vda', ov(DISK, 'aaaa')))
         new = legacy.unavailable_record(old, 'kept: why',
