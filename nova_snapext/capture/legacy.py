@@ -32,7 +32,6 @@ import time
 
 import libvirt
 import libvirt_qemu
-from oslo_concurrency import processutils
 from oslo_log import log as logging
 from oslo_utils import timeutils
 
@@ -425,10 +424,6 @@ def unavailable_record(record, reason, now):
 
 # -- running a plan --
 
-def _qemu_img(*args):
-    return processutils.execute('qemu-img', *args)[0]
-
-
 def inspect_file(path):
     """FileInfo of ``path`` through qemu-img, None when it is missing."""
     if not os.path.exists(path):
@@ -441,19 +436,15 @@ def inspect_file(path):
 def run_step(step):
     """One offline step: no QEMU holds the files."""
     if isinstance(step, CreateOriginal):
-        args = ['create', '-q', '-f', 'qcow2']
-        if step.backing:
-            args += ['-F', step.backing_fmt, '-b', step.backing]
-        _qemu_img(*(args + [step.path, str(step.size)]))
+        qemu_img.create(step.path, step.size, step.backing, step.backing_fmt)
     elif isinstance(step, Adopt):
-        _qemu_img('rebase', '-q', '-u', '-F', 'qcow2', '-b', step.original,
-                  step.path)
+        qemu_img.rebase_unsafe(step.path, step.original)
     elif isinstance(step, SnapshotCreate):
         qemu_img.snapshot_create(step.path, step.name)
     elif isinstance(step, SnapshotApply):
         qemu_img.snapshot_apply(step.path, step.name)
     elif isinstance(step, Commit):
-        _qemu_img('commit', '-q', '-d', '-b', step.base, step.top)
+        qemu_img.commit(step.top, step.base)
     else:
         raise exception.SnapextError('unknown migration step %r' % (step,))
 

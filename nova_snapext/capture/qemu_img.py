@@ -61,6 +61,26 @@ def snapshot_delete(path, name):
     _run('snapshot', '-q', '-d', name, path)
 
 
+def create(path, size, backing=None, backing_fmt=None):
+    args = ['create', '-q', '-f', 'qcow2']
+    if backing:
+        args += ['-F', backing_fmt, '-b', backing]
+    _run(*(args + [path, str(size)]))
+
+
+def rebase_unsafe(path, backing, backing_fmt='qcow2'):
+    """Point ``path``'s header at ``backing``; no data is read or copied."""
+    _run('rebase', '-q', '-u', '-F', backing_fmt, '-b', backing, path)
+
+
+def commit(top, base):
+    """Write ``top``'s data (and its chain's down to ``base``) into base.
+
+    ``top`` is left as it was (-d).
+    """
+    _run('commit', '-q', '-d', '-b', base, top)
+
+
 def convert(src, dest, fmt='qcow2', snapshot=None):
     """A standalone copy of ``src`` (and its backing chain).
 
