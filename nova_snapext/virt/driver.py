@@ -28,6 +28,7 @@ from nova_snapext.capture import engine as engine_mod
 from nova_snapext import conf as snapext_conf
 from nova_snapext import exception
 from nova_snapext.rpc import agent
+from nova_snapext.virt import lifecycle
 from nova_snapext.virt import policy
 from nova_snapext.virt import resume
 
@@ -157,11 +158,152 @@ class SnapextLibvirtDriver(libvirt_driver.LibvirtDriver):
                 self._image_api.update(context, image_id, metadata,
                                        image_file)
 
+    # -- Nova's lifecycle: what follows the server, what stays behind -------
+
+    def _snapext_note(self, instance, action, reason=None):
+        """Forget or mark an instance's snapshots; never fails Nova's call.
+
+        Availability is also derived from the disks themselves, so a mark
+        that could not be written still cannot let a revert use disks that
+        lost their snapshots.
+        """
+        if action is None:
+            return
+        try:
+            if action == lifecycle.FORGET:
+                LOG.info('server deleted: removing its snapext snapshots',
+                         instance=instance)
+                self.snapext.forget_instance(instance.uuid)
+            else:
+                LOG.info('snapext snapshots marked unavailable: %s', reason,
+                         instance=instance)
+                self.snapext.mark(instance.uuid, reason)
+        except Exception:
+            LOG.exception('could not %s the snapext snapshots (%s)', action,
+                          reason, instance=instance)
+
+    def _snapext_unmark(self, instance, prefix):
+        try:
+            self.snapext.unmark(instance.uuid, prefix)
+        except Exception:
+            LOG.exception('could not lift the marks %r on the snapext '
+                          'snapshots', prefix, instance=instance)
+
+    def cleanup(self, context, instance, network_info, block_device_info=None,
+                destroy_disks=True, migrate_data=None, destroy_vifs=True,
+                destroy_secrets=True):
+        result = super().cleanup(
+            context, instance, network_info,
+            block_device_info=block_device_info, destroy_disks=destroy_disks,
+            migrate_data=migrate_data, destroy_vifs=destroy_vifs,
+            destroy_secrets=destroy_secrets)
+        deleted = instance.obj_attr_is_set('deleted') and instance.deleted
+        self._snapext_note(instance, *lifecycle.on_cleanup(
+            instance.task_state, instance.vm_state, deleted, instance.host,
+            CONF.host, destroy_disks))
+        return result
+
+    def migrate_disk_and_power_off(self, context, instance, dest, flavor,
+                                   network_info, block_device_info=None,
+                                   timeout=0, retry_interval=0):
+        # Until the move is confirmed or reverted, no revert may run on
+        # either copy of the disks.
+        self._snapext_note(instance, lifecycle.MARK, lifecycle.in_progress(
+            'resize or migration from %s to %s'
+            % (self.get_host_ip_addr(), dest)))
+        try:
+            return super().migrate_disk_and_power_off(
+                context, instance, dest, flavor, network_info,
+                block_device_info=block_device_info, timeout=timeout,
+                retry_interval=retry_interval)
+        except Exception:
+            with excutils.save_and_reraise_exception():
+                self._snapext_unmark(instance, lifecycle.IN_PROGRESS_PREFIX)
+
+    def finish_revert_migration(self, context, instance, network_info,
+                                migration, block_device_info=None,
+                                power_on=True, share_info=None):
+        # The source's disks, snapshots inside, are back in place.
+        super().finish_revert_migration(
+            context, instance, network_info, migration,
+            block_device_info=block_device_info, power_on=power_on,
+            share_info=share_info)
+        self._snapext_unmark(instance, lifecycle.IN_PROGRESS_PREFIX)
+
+    def confirm_migration(self, context, migration, instance, network_info):
+        super().confirm_migration(context, migration, instance, network_info)
+        self._snapext_unmark(instance, lifecycle.IN_PROGRESS_PREFIX)
+        old = instance.old_flavor or instance.flavor
+        new = instance.new_flavor or instance.flavor
+        reason = lifecycle.migration_reason(
+            migration.source_compute, migration.dest_compute, old, new)
+        if reason:
+            self._snapext_note(instance, lifecycle.MARK, reason)
+
+    def live_migration(self, context, instance, dest, post_method,
+                       recover_method, block_migration=False,
+                       migrate_data=None):
+        # Nova copies only the current data (block migration) or shares
+        # the disks (the memory images stay in this host's store): no
+        # snapshot can follow, and none may be taken or reverted meanwhile.
+        self._snapext_note(instance, lifecycle.MARK, lifecycle.in_progress(
+            'live migration to %s' % dest))
+        return super().live_migration(
+            context, instance, dest, post_method, recover_method,
+            block_migration=block_migration, migrate_data=migrate_data)
+
+    def rollback_live_migration_at_source(self, context, instance,
+                                          migrate_data):
+        super().rollback_live_migration_at_source(context, instance,
+                                                  migrate_data)
+        self._snapext_unmark(instance, lifecycle.IN_PROGRESS_PREFIX)
+
+    def post_live_migration(self, context, instance, block_device_info,
+                            migrate_data=None):
+        super().post_live_migration(context, instance, block_device_info,
+                                    migrate_data=migrate_data)
+        dest = None
+        if migrate_data is not None and migrate_data.obj_attr_is_set(
+                'target_compute'):
+            dest = migrate_data.target_compute
+        self._snapext_unmark(instance, lifecycle.IN_PROGRESS_PREFIX)
+        self._snapext_note(instance, lifecycle.MARK,
+                           lifecycle.live_migration_reason(CONF.host, dest))
+
+    def post_live_migration_at_destination(self, context, instance,
+                                           network_info,
+                                           block_migration=False,
+                                           block_device_info=None):
+        super().post_live_migration_at_destination(
+            context, instance, network_info, block_migration=block_migration,
+            block_device_info=block_device_info)
+        # instance.host still names the source here.
+        self._snapext_arrived(instance, instance.host)
+
+    def _snapext_arrived(self, instance, source_host):
+        """Mark the records of a server that moved here, if any.
+
+        Only a store shared between hosts has them; the server's disks on
+        this host hold no snapshot.
+        """
+        try:
+            known = bool(self.snapext.store.list(instance.uuid))
+        except Exception:
+            LOG.exception('cannot read the snapext records',
+                          instance=instance)
+            return
+        self._snapext_note(instance, *lifecycle.on_arrival(
+            known, source_host, CONF.host))
+
     # -- fast clone ----------------------------------------------------------
 
     def spawn(self, context, instance, image_meta, injected_files,
               admin_password, allocations, network_info=None,
               block_device_info=None, power_on=True, accel_info=None):
+        if instance.task_state in lifecycle.REBUILD_TASKS and \
+                instance.host != CONF.host:
+            # evacuate: Nova rebuilds the server here from its image
+            self._snapext_arrived(instance, instance.host)
         snapshot_id = policy.resumable_snapshot(instance.system_metadata)
         if snapshot_id and power_on:
             self._snapext_resume[instance.uuid] = snapshot_id
@@ -209,11 +351,17 @@ class SnapextLibvirtDriver(libvirt_driver.LibvirtDriver):
         target_dir = os.path.join(CONF.instances_path, instance.uuid)
         LOG.info('resuming snapext snapshot %s instead of booting',
                  snapshot_id, instance=instance)
-        dom = self.snapext.clone(
-            snapshot_id, instance.name, instance.uuid, sources,
-            path_moves={source_dir: target_dir},
-            xml_edit=resume.adopt(nova_xml), paused=pause,
-            before_start=post_xml_callback)
+        try:
+            dom = self.snapext.clone(
+                snapshot_id, instance.name, instance.uuid, sources,
+                path_moves={source_dir: target_dir},
+                xml_edit=resume.adopt(nova_xml, source_dir), paused=pause,
+                before_start=post_xml_callback)
+        except Exception as exc:
+            # The clone removed what it defined; Nova boots as it would.
+            LOG.warning('resuming snapshot %s failed (%s); booting cold',
+                        snapshot_id, exc, instance=instance)
+            return None
         if pause:
             self._snapext_thaw[instance.uuid] = snapshot_id
         return libvirt_guest.Guest(dom)

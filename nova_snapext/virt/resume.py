@@ -46,16 +46,56 @@ _HOST_SIDE = {
 }
 
 
-def adopt(nova_xml):
+# Files under <os> the domain reads from the host: Nova fetched the new
+# instance's own copies (kernel, ramdisk) into its directory.
+_OS_FILES = ('kernel', 'initrd', 'dtb', 'loader', 'nvram')
+
+
+def _adopt_os_files(root, nova):
+    saved_os, nova_os = root.find('os'), nova.find('os')
+    for tag in _OS_FILES:
+        old = saved_os.find(tag) if saved_os is not None else None
+        new = nova_os.find(tag) if nova_os is not None else None
+        if old is None:
+            continue
+        if new is None:
+            raise exception.InvalidRequest(
+                'the snapshot was booted with a %s, the new instance has '
+                'none' % tag)
+        old.text = new.text
+        old.attrib.clear()
+        old.attrib.update(new.attrib)
+
+
+def foreign_paths(xml, directory):
+    """Paths in a domain XML, in attributes or text, under ``directory``."""
+    prefix = directory.rstrip('/') + '/'
+    found = []
+    for element in ET.fromstring(xml).iter():
+        values = list(element.attrib.values()) + [element.text or '']
+        found.extend(v.strip() for v in values
+                     if v.strip().startswith(prefix))
+    return found
+
+
+def adopt(nova_xml, source_dir=None):
     """An xml_edit callback giving a clone Nova's metadata and resources.
 
     Nova's <metadata> and SMBIOS <sysinfo> name the new instance; the
-    device children in _HOST_SIDE name its ports, sockets and logs.
+    device children in _HOST_SIDE name its ports, sockets and logs; the
+    files under <os> (kernel, initrd, ...) are the new instance's own.
+
+    :param source_dir: the source instance's directory: the clone must not
+        name any file in it, so that deleting the source server cannot
+        break the clone
+    :raises InvalidRequest: (from the callback) the clone would still use
+        one of the source's files; the caller boots cold
     """
     nova = ET.fromstring(nova_xml)
 
     def edit(xml):
         root = ET.fromstring(xml)
+        _adopt_os_files(root, nova)
         for tag in ('metadata', 'sysinfo'):
             old, new = root.find(tag), nova.find(tag)
             if old is not None:
@@ -72,6 +112,13 @@ def adopt(nova_xml):
                         device.remove(old_el)
                     if new_el is not None:
                         device.append(new_el)
-        return ET.tostring(root, encoding='unicode')
+        xml = ET.tostring(root, encoding='unicode')
+        if source_dir:
+            left = foreign_paths(xml, source_dir)
+            if left:
+                raise exception.InvalidRequest(
+                    'the clone would still use the source instance\'s %s'
+                    % ', '.join(sorted(set(left))))
+        return xml
 
     return edit

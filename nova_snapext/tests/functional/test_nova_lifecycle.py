@@ -437,6 +437,8 @@ class NovaLifecycleTest(LifecycleBase):
         # Nova's init_host() runs.
         self.stub_out('nova.virt.libvirt.host.Host._init_events',
                       lambda host: None)
+        self.stub_out('nova.compute.utils.get_machine_ips',
+                      lambda: [CONF.my_ip])
         self.driver.init_host(CONF.host)
         self.addCleanup(self.driver.cleanup_host, CONF.host)
         self.driver.resume_state_on_host_boot(
