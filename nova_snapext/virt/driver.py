@@ -264,8 +264,8 @@ class SnapextLibvirtDriver(libvirt_driver.LibvirtDriver):
                                     migrate_data=migrate_data)
         dest = None
         if migrate_data is not None and migrate_data.obj_attr_is_set(
-                'target_compute'):
-            dest = migrate_data.target_compute
+                'migration'):
+            dest = migrate_data.migration.dest_compute
         self._snapext_unmark(instance, lifecycle.IN_PROGRESS_PREFIX)
         self._snapext_note(instance, lifecycle.MARK,
                            lifecycle.live_migration_reason(CONF.host, dest))

@@ -96,7 +96,7 @@ def in_progress(reason):
 
 def live_migration_reason(source_host, dest_host):
     return ('live-migrated to host %s: the snapshots stay on host %s'
-            % (dest_host, source_host))
+            % (dest_host or 'another host', source_host))
 
 
 def on_arrival(known, source_host, this_host):

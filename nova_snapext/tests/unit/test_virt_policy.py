@@ -2,6 +2,7 @@ from xml.etree import ElementTree as ET
 
 import testtools
 
+from nova_snapext.capture import domain_xml
 from nova_snapext import exception
 from nova_snapext.tests.unit import fakes
 from nova_snapext.virt import policy
@@ -121,3 +122,49 @@ class ResumeTest(testtools.TestCase):
                          root.find('devices/serial/log').get('file'))
         # the device ABI (models, buses) stays the saved one
         self.assertEqual('bridge', iface.get('type'))
+
+    def test_adopt_takes_novas_kernel_and_initrd(self):
+        nova_xml = NOVA_XML.replace(
+            '<vcpu>1</vcpu>',
+            '<vcpu>1</vcpu><os><type>hvm</type>'
+            '<kernel>/inst/2/kernel</kernel>'
+            '<initrd>/inst/2/ramdisk</initrd>'
+            '<cmdline>console=ttyS0</cmdline></os>')
+        # the engine gives the clone Nova's disks before the callback
+        saved = domain_xml.with_disk_sources(_saved_from(nova_xml),
+                                             {'vda': '/inst/2/disk'})
+        xml = resume.adopt(nova_xml, '/inst/1')(saved)
+        root = ET.fromstring(xml)
+        self.assertEqual('/inst/2/kernel', root.findtext('os/kernel'))
+        self.assertEqual('/inst/2/ramdisk', root.findtext('os/initrd'))
+        self.assertEqual([], resume.foreign_paths(xml, '/inst/1'))
+
+    def test_adopt_refuses_a_clone_that_keeps_source_files(self):
+        saved = _saved().replace(
+            '</devices>',
+            "<filesystem><source dir='/inst/1/share'/></filesystem>"
+            "</devices>")
+        edit = resume.adopt(NOVA_XML, '/inst/1/')
+        self.assertRaises(exception.InvalidRequest, edit, saved)
+
+    def test_adopt_refuses_a_snapshot_booted_with_a_kernel_nova_lacks(self):
+        saved = _saved().replace(
+            '<vcpu>1</vcpu>',
+            '<vcpu>1</vcpu><os><kernel>/inst/1/kernel</kernel></os>')
+        self.assertRaises(exception.InvalidRequest,
+                          resume.adopt(NOVA_XML, '/inst/1'), saved)
+
+    def test_foreign_paths_reads_text_and_attributes(self):
+        xml = ("<domain><os><kernel>/inst/1/kernel</kernel></os>"
+               "<devices><disk><source file='/inst/1/disk'/></disk>"
+               "<disk><source file='/inst/10/disk'/></disk></devices>"
+               "</domain>")
+        self.assertEqual(['/inst/1/kernel', '/inst/1/disk'],
+                         resume.foreign_paths(xml, '/inst/1'))
+
+
+def _saved_from(nova_xml):
+    return (nova_xml.replace('00000002', '00000001')
+            .replace('/inst/2/', '/inst/1/').replace('<nova>new', '<nova>old')
+            .replace('fa:16:3e:00:00:02', 'fa:16:3e:00:00:01')
+            .replace('br-new', 'br-old').replace('tap2', 'tap1'))
