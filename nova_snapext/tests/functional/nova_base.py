@@ -148,6 +148,9 @@ class NovaGuestTestCase(NovaTestCase):
     def new_instance(self, image):
         """A Nova Instance of ``image``, as the database would give it."""
         flavor = self.flavor()
+        sysmeta = nova_utils.get_system_metadata_from_image(image)
+        # set by nova-api when the server is created
+        sysmeta['image_base_image_ref'] = image['id']
         instance = fake_instance.fake_instance_obj(
             self.context, id=random.randint(1, 0xffffff),
             uuid=uuidutils.generate_uuid(), image_ref=image['id'],
@@ -156,7 +159,7 @@ class NovaGuestTestCase(NovaTestCase):
             flavor=flavor, memory_mb=256, vcpus=1, root_gb=0,
             host=nova.conf.CONF.host, node=nova.conf.CONF.host,
             vm_state=vm_states.BUILDING, task_state=task_states.SPAWNING,
-            system_metadata=nova_utils.get_system_metadata_from_image(image),
+            system_metadata=sysmeta,
             expected_attrs=['system_metadata', 'flavor'])
         # what Nova's database would lazy-load
         instance.update({
