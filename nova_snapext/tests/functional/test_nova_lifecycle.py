@@ -588,11 +588,11 @@ class VolumeLifecycleTest(LifecycleBase):
             d['target']
             for d in self.engine.store.get(s.full)['disks']})
         self.detach()
-        # Cinder's records name volume-<id>: it holds the live data
-        self.assertEqual(['volume-%s' % self.VOLUME_ID],
-                         os.listdir(self.share.share))
+        # attached again from what Cinder's records name: the live data
         self.attach()
         self.assertDataKept(g, s)
+        self.assertEqual(['volume-%s' % self.VOLUME_ID],
+                         os.listdir(self.share.share))
         self.assertRevertable(i, g, s)
 
     def test_attach_after_snapshot(self):
