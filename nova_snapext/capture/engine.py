@@ -170,12 +170,22 @@ class Engine(take.TakeOps, restore.RestoreOps, delete.DeleteOps,
         LOG.info('snapshots of %s marked unavailable: %s', instance_uuid,
                  reason)
 
-    def unmark(self, instance_uuid):
-        """Undo :meth:`mark` (a move that was reverted)."""
+    def unmark(self, instance_uuid, reason_prefix=None):
+        """Undo :meth:`mark` (a move that was reverted).
+
+        :param reason_prefix: lift only the marks whose reason starts with
+            it (a reverted resize lifts its own "in progress" mark, never
+            the mark of an earlier move that was confirmed)
+        """
         with self._lock(instance_uuid):
             for record in self.store.list(instance_uuid):
-                if record.pop('status', None):
-                    self.store.update(record)
+                status = record.get('status')
+                if not status or (reason_prefix is not None and not
+                                  status['reason'].startswith(
+                                      reason_prefix)):
+                    continue
+                del record['status']
+                self.store.update(record)
 
     def forget_instance(self, instance_uuid):
         """Remove every record and memory image of a deleted instance.

@@ -1,0 +1,56 @@
+"""Engine.mark / unmark on a real file store (no libvirt needed)."""
+
+from unittest import mock
+
+import fixtures
+from oslo_config import cfg
+import testtools
+
+from nova_snapext.capture import engine as engine_mod
+from nova_snapext import conf as snapext_conf
+from nova_snapext import stores
+from nova_snapext.tests.unit import fakes
+
+
+class MarkTest(testtools.TestCase):
+
+    def setUp(self):
+        super().setUp()
+        root = self.useFixture(fixtures.TempDir()).path
+        conf = cfg.ConfigOpts()
+        snapext_conf.register_opts(conf)
+        conf([])
+        conf.set_override('file_store_path', root, 'snapext')
+        conf.set_override('lock_path', root + '/locks', 'snapext')
+        self.store = stores.load('file', conf)
+        self.engine = engine_mod.Engine(conf, store=self.store,
+                                        conn=mock.Mock())
+        self.uuid = fakes.record()['instance_uuid']
+        for snapshot_id in ('s1', 's2'):
+            self.store.stage(self.uuid, snapshot_id)
+            self.store.commit(fakes.record(snapshot_id))
+
+    def reasons(self):
+        return {m['id']: (m.get('status') or {}).get('reason')
+                for m in self.store.list(self.uuid)}
+
+    def test_mark_keeps_the_first_reason(self):
+        self.engine.mark(self.uuid, 'resized')
+        self.engine.mark(self.uuid, 'migrated')
+        self.assertEqual({'s1': 'resized', 's2': 'resized'}, self.reasons())
+
+    def test_unmark_all(self):
+        self.engine.mark(self.uuid, 'resized')
+        self.engine.unmark(self.uuid)
+        self.assertEqual({'s1': None, 's2': None}, self.reasons())
+
+    def test_unmark_only_the_marks_with_a_prefix(self):
+        record = self.store.get('s1')
+        record['status'] = {'reason': 'resized earlier', 'since': 'x'}
+        self.store.update(record)
+        self.engine.mark(self.uuid, 'in progress: resize')
+        self.assertEqual({'s1': 'resized earlier',
+                          's2': 'in progress: resize'}, self.reasons())
+        self.engine.unmark(self.uuid, 'in progress: ')
+        self.assertEqual({'s1': 'resized earlier', 's2': None},
+                         self.reasons())
