@@ -184,7 +184,7 @@ class SnapextLibvirtDriver(libvirt_driver.LibvirtDriver):
 
     def _snapext_unmark(self, instance, prefix):
         try:
-            self.snapext.unmark(instance.uuid, prefix)
+            self.snapext.unmark(instance.uuid, reason_prefix=prefix)
         except Exception:
             LOG.exception('could not lift the marks %r on the snapext '
                           'snapshots', prefix, instance=instance)

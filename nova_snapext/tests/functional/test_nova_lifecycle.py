@@ -502,7 +502,9 @@ class NfsShare(object):
     The share is its own tmpfs; it is bind-mounted where Nova would mount
     the export, so Nova's ``os.path.ismount()`` check skips the mount.
     QEMU runs in its own mount namespace, so the bind must exist before
-    the guest starts; Nova unmounts it after a detach: :meth:`bind` again.
+    the guest starts, and must stay: it is bound twice, since Nova
+    unmounts one after a detach and would remove the mount point (which
+    detaches the mount in QEMU's namespace too) if nothing were left.
     """
 
     def __init__(self, workdir, mount_base):
@@ -514,9 +516,14 @@ class NfsShare(object):
         subprocess.run(['mount', '-t', 'tmpfs', '-o', 'size=512m', 'tmpfs',
                         self.share], check=True)
 
+    def layers(self):
+        with open('/proc/self/mountinfo') as f:
+            return sum(1 for line in f
+                       if line.split()[4] == self.mountpoint)
+
     def bind(self):
-        if not os.path.ismount(self.mountpoint):
-            os.makedirs(self.mountpoint, exist_ok=True)
+        os.makedirs(self.mountpoint, exist_ok=True)
+        while self.layers() < 2:
             subprocess.run(['mount', '--bind', self.share, self.mountpoint],
                            check=True)
 

@@ -191,7 +191,7 @@ class HookTest(testtools.TestCase):
         migration = mock.Mock(source_compute=HERE, dest_compute=HERE)
         self.driver.confirm_migration(None, migration, self.instance, None)
         self.engine.unmark.assert_called_once_with(
-            'u1', lifecycle.IN_PROGRESS_PREFIX)
+            'u1', reason_prefix=lifecycle.IN_PROGRESS_PREFIX)
         self.assertIn('resized from flavor small to big',
                       self.engine.mark.call_args[0][1])
 
@@ -203,14 +203,14 @@ class HookTest(testtools.TestCase):
                           self.driver.migrate_disk_and_power_off,
                           None, self.instance, '10.0.0.2', flavor(), None)
         self.engine.unmark.assert_called_once_with(
-            'u1', lifecycle.IN_PROGRESS_PREFIX)
+            'u1', reason_prefix=lifecycle.IN_PROGRESS_PREFIX)
 
     def test_revert_resize_lifts_the_mark(self):
         self.patch_super('finish_revert_migration')
         self.driver.finish_revert_migration(None, self.instance, None,
                                             mock.Mock())
         self.engine.unmark.assert_called_once_with(
-            'u1', lifecycle.IN_PROGRESS_PREFIX)
+            'u1', reason_prefix=lifecycle.IN_PROGRESS_PREFIX)
         self.engine.mark.assert_not_called()
 
     def test_cold_migration_confirm_marks_left_behind(self):
@@ -231,7 +231,7 @@ class HookTest(testtools.TestCase):
         self.driver.post_live_migration(None, self.instance, {},
                                         migrate_data=data)
         self.engine.unmark.assert_called_once_with(
-            'u1', lifecycle.IN_PROGRESS_PREFIX)
+            'u1', reason_prefix=lifecycle.IN_PROGRESS_PREFIX)
         self.assertIn('live-migrated to host %s' % THERE,
                       self.engine.mark.call_args[0][1])
 
@@ -240,7 +240,7 @@ class HookTest(testtools.TestCase):
         self.driver.rollback_live_migration_at_source(None, self.instance,
                                                       None)
         self.engine.unmark.assert_called_once_with(
-            'u1', lifecycle.IN_PROGRESS_PREFIX)
+            'u1', reason_prefix=lifecycle.IN_PROGRESS_PREFIX)
 
     def test_arrival_with_a_shared_store_marks(self):
         self.patch_super('post_live_migration_at_destination')
