@@ -24,6 +24,7 @@ from nova.compute import vm_states
 import nova.conf
 from nova.network import model as network_model
 from nova import objects
+from nova import utils as nova_utils
 from nova.virt.libvirt.volume import mount as nova_mount
 from oslo_utils import uuidutils
 
@@ -65,6 +66,17 @@ class LifecycleBase(nova_base.NovaGuestTestCase):
         instance, guest, _ = self.spawn(self.image, **kw)
         return instance, guest
 
+    def snapshot_image(self, instance, **properties):
+        """The image nova-api creates for createImage/shelve of ``instance``.
+
+        Like nova-api, it inherits the server's image properties (kernel,
+        ramdisk, command line, guest agent), then the request's metadata.
+        """
+        props = nova_utils.get_image_from_system_metadata(
+            instance.system_metadata)['properties']
+        props.update(properties)
+        return self.create_image(**props)
+
     # -- snapshots -------------------------------------------------------
 
     def full_snapshot(self, instance, guest):
@@ -74,7 +86,7 @@ class LifecycleBase(nova_base.NovaGuestTestCase):
             lambda stage, **kw: seen.setdefault('tick', guest.last_tick()[0])
             if stage == 'captured' else None)
         low = guest.last_tick()[0]
-        image_id = self.create_image(snapext_full='true')
+        image_id = self.snapshot_image(instance, snapext_full='true')
         self.driver.snapshot(self.context, instance, image_id,
                              self.update_task_state)
         self.engine._progress = None
@@ -367,7 +379,7 @@ class NovaLifecycleTest(LifecycleBase):
         self.act(i, task_states.SHELVING)
         self.driver.power_off(i)
         self.act(i, task_states.SHELVING_IMAGE_PENDING_UPLOAD)
-        shelved = self.create_image(snapext_full='true')
+        shelved = self.snapshot_image(i, snapext_full='true')
         self.driver.snapshot(self.context, i, shelved,
                              self.update_task_state)
         self.act(i, task_states.SHELVING_OFFLOADING, vm_states.SHELVED)
@@ -451,7 +463,7 @@ class NovaLifecycleTest(LifecycleBase):
     def test_stock_snapshot_after_snapext(self):
         i, g = self.instance, self.g
         s = self.take_snapshots(i, g)
-        stock = self.create_image(snapext_full='false')
+        stock = self.snapshot_image(i, snapext_full='false')
         self.driver.snapshot(self.context, i, stock, self.update_task_state)
         image = self.glance.show(self.context, stock)
         self.assertEqual('active', image['status'])
@@ -464,10 +476,6 @@ class NovaLifecycleTest(LifecycleBase):
         # the image holds the server's data: boot another server from it
         self.act(i, task_states.DELETING)
         self.driver.destroy(self.context, i, NO_NETWORK)
-        image.setdefault('properties', {}).update(
-            {k: self.image['properties'][k]
-             for k in ('kernel_id', 'ramdisk_id', 'os_command_line',
-                       'hw_qemu_guest_agent')})
         _, g2, _ = self.spawn(image)
         self.assertDataKept(g2, s)
 
