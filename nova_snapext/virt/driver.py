@@ -300,10 +300,11 @@ class SnapextLibvirtDriver(libvirt_driver.LibvirtDriver):
     def spawn(self, context, instance, image_meta, injected_files,
               admin_password, allocations, network_info=None,
               block_device_info=None, power_on=True, accel_info=None):
-        if instance.task_state in lifecycle.REBUILD_TASKS and \
-                instance.host != CONF.host:
-            # evacuate: Nova rebuilds the server here from its image
-            self._snapext_arrived(instance, instance.host)
+        if instance.task_state in lifecycle.REBUILD_TASKS:
+            # A rebuild marked its records when it destroyed the old disks;
+            # an evacuation rebuilds here what another host had: only a
+            # store shared between hosts has records of it.
+            self._snapext_arrived(instance, None)
         snapshot_id = policy.resumable_snapshot(instance.system_metadata)
         if snapshot_id and power_on:
             self._snapext_resume[instance.uuid] = snapshot_id

@@ -108,5 +108,8 @@ def on_arrival(known, source_host, this_host):
     """
     if not known or source_host == this_host:
         return None, None
+    if source_host is None:
+        return MARK, ('rebuilt on host %s from the image: the disks here '
+                      'hold no snapshot' % this_host)
     return MARK, ('moved from host %s to host %s: the disks here hold no '
-                  'snapshot' % (source_host or 'another host', this_host))
+                  'snapshot' % (source_host, this_host))

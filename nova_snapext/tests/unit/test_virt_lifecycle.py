@@ -258,8 +258,15 @@ class HookTest(testtools.TestCase):
         self.patch_super('spawn')
         self.engine.store.list.return_value = [{'id': 's1'}]
         self.instance.task_state = task_states.REBUILD_SPAWNING
-        self.instance.host = THERE
         self.instance.system_metadata = {}
         self.driver.spawn(None, self.instance, None, [], None, {})
-        self.assertIn('moved from host %s' % THERE,
+        self.assertIn('rebuilt on host %s' % HERE,
                       self.engine.mark.call_args[0][1])
+
+    def test_plain_spawn_marks_nothing(self):
+        self.patch_super('spawn')
+        self.engine.store.list.return_value = [{'id': 's1'}]
+        self.instance.task_state = task_states.SPAWNING
+        self.instance.system_metadata = {}
+        self.driver.spawn(None, self.instance, None, [], None, {})
+        self.engine.mark.assert_not_called()
