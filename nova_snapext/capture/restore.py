@@ -32,7 +32,12 @@ class RestoreOps(object):
         other snapshot, on any branch, stays revertable.
         """
         record = self.store.get(snapshot_id)
-        guest = guest_mod.Guest(self._lookup(record['instance_uuid']))
+        guest = self._guest_or_none(record['instance_uuid'])
+        if guest is None:
+            # A shelved-offloaded or moved server: the record says why.
+            raise exception.Conflict(
+                'snapshot %s cannot be reverted to: %s'
+                % (record['id'], self._unavailable_reason(record, None)))
         with self._lock(record['instance_uuid']):
             self._revert(guest, record)
 

@@ -1,18 +1,20 @@
-"""Engine.mark / unmark on a real file store (no libvirt needed)."""
+"""Engine marks and revert refusals on a real file store, no libvirtd."""
 
 from unittest import mock
 
 import fixtures
+import libvirt
 from oslo_config import cfg
 import testtools
 
 from nova_snapext.capture import engine as engine_mod
 from nova_snapext import conf as snapext_conf
+from nova_snapext import exception
 from nova_snapext import stores
 from nova_snapext.tests.unit import fakes
 
 
-class MarkTest(testtools.TestCase):
+class _EngineOnFileStore(testtools.TestCase):
 
     def setUp(self):
         super().setUp()
@@ -29,6 +31,9 @@ class MarkTest(testtools.TestCase):
         for snapshot_id in ('s1', 's2'):
             self.store.stage(self.uuid, snapshot_id)
             self.store.commit(fakes.record(snapshot_id))
+
+
+class MarkTest(_EngineOnFileStore):
 
     def reasons(self):
         return {m['id']: (m.get('status') or {}).get('reason')
@@ -54,3 +59,21 @@ class MarkTest(testtools.TestCase):
         self.engine.unmark(self.uuid, 'in progress: ')
         self.assertEqual({'s1': 'resized earlier', 's2': None},
                          self.reasons())
+
+
+class RevertWithoutDomainTest(_EngineOnFileStore):
+    """A server with no domain here (shelved-offloaded, moved away)."""
+
+    def setUp(self):
+        super().setUp()
+        error = libvirt.libvirtError('no domain')
+        error.get_error_code = lambda: libvirt.VIR_ERR_NO_DOMAIN
+        self.engine.conn.lookupByUUIDString.side_effect = error
+
+    def test_revert_is_a_conflict_with_the_mark(self):
+        self.engine.mark(self.uuid, 'shelve-offloaded: disks removed')
+        exc = self.assertRaises(exception.Conflict, self.engine.revert, 's1')
+        self.assertIn('shelve-offloaded: disks removed', str(exc))
+
+    def test_revert_is_a_conflict_without_a_mark(self):
+        self.assertRaises(exception.Conflict, self.engine.revert, 's1')
