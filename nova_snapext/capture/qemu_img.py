@@ -81,6 +81,15 @@ def commit(top, base):
     _run('commit', '-q', '-d', '-b', base, top)
 
 
+def virtual_size(path):
+    return info(path)['virtual-size']
+
+
+def grow(path, size):
+    """Grow ``path`` to ``size`` bytes (never shrinks)."""
+    _run('resize', '-q', path, str(size))
+
+
 def convert(src, dest, fmt='qcow2', snapshot=None):
     """A standalone copy of ``src`` (and its backing chain).
 

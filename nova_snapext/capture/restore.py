@@ -95,10 +95,16 @@ class RestoreOps(object):
             with progress.timed(timings, 'disks'):
                 # The state being replaced stays at hand until the guest
                 # runs again, for a failed restore to go back to.
+                sizes = {path: qemu_img.virtual_size(path) for path in paths}
                 for path in paths:
                     qemu_img.snapshot_create(path, undo)
                 for disk in record['disks']:
                     qemu_img.snapshot_apply(disk['path'], disk['snapshot'])
+                for path, size in states.sizes_to_keep(sizes, {
+                        p: qemu_img.virtual_size(p) for p in paths}).items():
+                    LOG.info('%s was extended since the snapshot; growing '
+                             'it back to %d bytes', path, size)
+                    qemu_img.grow(path, size)
             with progress.timed(timings, 'restore' if full else 'boot'):
                 if full:
                     self.host.restore(memory_file, restore_xml)

@@ -123,3 +123,17 @@ def current_snapshot(head, records_by_id, reasons):
     if head in records_by_id and reasons.get(head) is None:
         return head
     return None
+
+
+def sizes_to_keep(before, after):
+    """{file: size} for the files a revert shrank, to grow them back.
+
+    Applying an internal snapshot gives the file the size it had then; an
+    extend or resize since (a Cinder extend, Nova's resize) is what Nova's
+    and Cinder's records say the disk is, so a revert keeps that size.
+
+    :param before: {file: virtual size} before the revert
+    :param after: {file: virtual size} once the snapshots are applied
+    """
+    return {path: size for path, size in before.items()
+            if after.get(path, size) < size}

@@ -100,3 +100,14 @@ class OrphansAndCurrentTest(testtools.TestCase):
                                                   {'S': 'disk replaced'}))
         self.assertIsNone(states.current_snapshot('gone', by_id, {}))
         self.assertIsNone(states.current_snapshot(None, by_id, {}))
+
+
+class SizesToKeepTest(testtools.TestCase):
+
+    def test_a_disk_extended_since_the_snapshot_grows_back(self):
+        self.assertEqual({'/v': 128}, states.sizes_to_keep(
+            {'/v': 128, '/d': 64}, {'/v': 64, '/d': 64}))
+
+    def test_nothing_shrinks_and_nothing_else_changes(self):
+        self.assertEqual({}, states.sizes_to_keep({'/v': 64}, {'/v': 128}))
+        self.assertEqual({}, states.sizes_to_keep({'/v': 64}, {'/v': 64}))
