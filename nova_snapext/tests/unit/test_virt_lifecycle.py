@@ -14,6 +14,7 @@ from nova import objects
 from nova.virt.libvirt import driver as libvirt_driver
 import testtools
 
+from nova_snapext.tests.unit import test_virt_policy
 from nova_snapext.virt import driver as snapext_driver
 from nova_snapext.virt import lifecycle
 
@@ -270,3 +271,20 @@ class HookTest(testtools.TestCase):
         self.instance.system_metadata = {}
         self.driver.spawn(None, self.instance, None, [], None, {})
         self.engine.mark.assert_not_called()
+
+    def test_a_restore_that_fails_during_spawn_boots_cold(self):
+        create = self.patch_super('_create_guest', return_value='cold')
+        saved = test_virt_policy._saved()
+        self.driver._host = mock.Mock()
+        self.driver._host.get_connection().saveImageGetXMLDesc.return_value = (
+            saved)
+        self.engine.store.get.return_value = {'instance_uuid': 'u0',
+                                              'memory': {'location': 'm'}}
+        self.engine.clone.side_effect = RuntimeError('restore failed')
+        self.driver._snapext_resume['u1'] = 's1'
+        self.assertEqual('cold', self.driver._create_guest(
+            None, test_virt_policy.NOVA_XML, self.instance))
+        self.engine.clone.assert_called_once()
+        create.assert_called_once_with(
+            None, test_virt_policy.NOVA_XML, self.instance, power_on=True,
+            pause=False, post_xml_callback=None)
