@@ -142,14 +142,16 @@ class LifecycleBase(nova_base.NovaGuestTestCase):
         with open(guest.console, 'rb') as f:
             data = f.read()
         ticks = guest_mod.TICK_RE.findall(data)
-        return len(data), int(ticks[-1][0]) if ticks else -1
+        return (len(data),
+                tuple(int(x) for x in ticks[-1]) if ticks else (-1, -1))
 
-    def resumed_tick(self, guest, mark, timeout=60):
+    def resumed_tick(self, guest, mark, timeout=120):
         """The first counter value the guest printed after ``mark``.
 
         Nova's console log may be truncated by the restored QEMU
         (append='off') or appended to; either way the restored guest's
-        first tick is the first one that does not continue the old run.
+        first tick is the first one that does not continue the old run:
+        its counter or its clock (guest milliseconds) jumps.
         """
         offset, last = mark
         deadline = time.monotonic() + timeout
@@ -161,23 +163,31 @@ class LifecycleBase(nova_base.NovaGuestTestCase):
                 if ticks:
                     return int(ticks[0][0])
             else:
-                previous = last
-                for n, _ in guest_mod.TICK_RE.findall(data[offset:]):
-                    n = int(n)
-                    if n != previous + 1:
+                n0, ms0 = last
+                for n, ms in guest_mod.TICK_RE.findall(data[offset:]):
+                    n, ms = int(n), int(ms)
+                    if n != n0 + 1 or not 0 <= ms - ms0 < 5000:
                         return n
-                    previous = n
+                    n0, ms0 = n, ms
             time.sleep(0.1)
-        self.fail('the counter never restarted after the revert')
+        with open(guest.console, 'rb') as f:
+            data = f.read()
+        self.fail('the counter never restarted after the revert; before: '
+                  '%s; after: %s' % (
+                      guest_mod.TICK_RE.findall(data[:offset])[-3:],
+                      guest_mod.TICK_RE.findall(data[offset:])[:5]))
 
     def assertRevertable(self, instance, guest, s):
         """Both snapshots still revert, proven inside the guest."""
         disks = s.targets
+        low, high = s.full_ticks
+        # After a reboot the counter starts again from 0: let it pass the
+        # snapshot's, so that the restored counter drops back visibly.
+        guest.wait_for_tick(after=high + 10, timeout=120)
         mark = self.console_mark(guest)
         self.engine.revert(s.full)
         guest.refresh()
         resumed = self.resumed_tick(guest, mark)
-        low, high = s.full_ticks
         self.assertTrue(low - 1 <= resumed <= high + 3,
                         'counter resumed at %d, the snapshot was taken '
                         'between ticks %d and %d' % (resumed, low, high))
