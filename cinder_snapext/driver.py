@@ -193,7 +193,7 @@ class SnapextNfsDriver(consistency.ConsistentGroupSnapshotMixin,
     def _offline_create(self, volume, name):
         # Without -U: qemu-img takes the image's write lock, so a volume
         # some QEMU still writes is refused instead of corrupted.
-        self._qemu_img('snapshot', '-f', 'qcow2', '-c', name,
+        self._qemu_img('snapshot', '-c', name,
                        self.local_path(volume))
 
     def _offline_delete(self, volume, name):
@@ -203,7 +203,7 @@ class SnapextNfsDriver(consistency.ConsistentGroupSnapshotMixin,
             LOG.info('volume %s holds no internal snapshot %s any more',
                      volume.id, name)
             return
-        self._qemu_img('snapshot', '-f', 'qcow2', '-d', name, path)
+        self._qemu_img('snapshot', '-d', name, path)
 
     # -- where a volume is attached ----------------------------------------
 
@@ -497,8 +497,14 @@ class SnapextNfsDriver(consistency.ConsistentGroupSnapshotMixin,
         name = internal_name(snapshot)
         if name is None:
             raise NotImplementedError()
-        self._qemu_img('snapshot', '-f', 'qcow2', '-a', name,
-                       self.local_path(volume))
+        path = self.local_path(volume)
+        self._qemu_img('snapshot', '-a', name, path)
+        # The state comes back with the size it had; the volume keeps the
+        # size Cinder records for it.
+        if self._image_info(path)['virtual-size'] < volume.size * units.Gi:
+            image_utils.resize_image(path, volume.size,
+                                     run_as_root=self._execute_as_root,
+                                     file_format='qcow2')
 
     def _snapshots_exist(self, volume):
         if not volume.provider_location:
