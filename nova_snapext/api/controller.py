@@ -325,8 +325,12 @@ class Controller(object):
             self._record_action(context, instance,
                                 instance_actions.CREATE_IMAGE)
             try:
-                snapshots = self._cinder_snapshots(
-                    context, instance, record, volume_bdms, name)
+                try:
+                    snapshots = self._cinder_snapshots(
+                        context, instance, record, volume_bdms, name)
+                except nova_exception.OverQuota as exc:
+                    # Nova's answer to the same in its createImage.
+                    raise faults.Fault(403, exc.format_message())
                 image_meta = self._image_meta(context, instance, bdms,
                                               volume_bdms, snapshots, name,
                                               metadata)
