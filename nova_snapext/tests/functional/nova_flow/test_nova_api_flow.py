@@ -40,8 +40,8 @@ from oslo_utils import uuidutils
 from sqlalchemy import exc as sa_exc
 
 import nova.conf
-from nova_snapext import conf as snapext_conf
 from nova_snapext.api import volumes as snapext_volumes
+from nova_snapext import conf as snapext_conf
 from nova_snapext import manifest
 from nova_snapext.tests.unit import fakes
 from nova_snapext.virt import driver as snapext_driver
@@ -265,7 +265,6 @@ class SnapextNovaTestBase(base.ServersTestBase):
     def _assert_back_to_active(self, server):
         self.assertEqual('ACTIVE', server['status'])
         self.assertIsNone(server['OS-EXT-STS:task_state'])
-
 
 
 class SnapextCreateImageTest(SnapextNovaTestBase):
