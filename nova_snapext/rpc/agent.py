@@ -321,7 +321,7 @@ class AgentEndpoint(object):
                 'active_disks': active,
                 'manifests': self.engine.store.list(uuid)}
 
-    # -- 1.3 ------------------------------------------------------------------
+    # -- 2.1 ------------------------------------------------------------------
 
     @_operation('release')
     def release(self, op, spec):
