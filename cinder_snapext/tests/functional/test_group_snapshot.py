@@ -182,9 +182,13 @@ class GenericAndFailureTest(base.CinderGuestTestCase):
         self.manager.create_group_snapshot(self.context, plain)
         self.assertEqual(fields.GroupSnapshotStatus.AVAILABLE,
                          self.reload(plain).status)
-        for s in plain_snaps:
-            self.reload(s)
-            self.assertNotIn('snapext_manifest', self.reload(s).metadata)
+        # one capture per attached volume (no common instant), none for
+        # the unattached one
+        manifests = [self.reload(s).metadata.get('snapext_manifest')
+                     for s in plain_snaps]
+        self.assertIsNone(manifests[2])
+        self.assertNotEqual(manifests[0], manifests[1])
+        self.assertTrue(all(manifests[:2]))
         files = self.share_files()
         internal = {v.id: self.internal(v) for v in self.volumes}
         self.assertEqual(
