@@ -11,6 +11,8 @@ the way Nova attaches a Cinder NFS volume (the file Cinder's
 inside a guest, or of the file system inside the volume file.
 """
 
+import glob
+import json
 import os
 import uuid
 
@@ -153,3 +155,75 @@ class InternalSnapshotTest(base.CinderGuestTestCase):
         g2.boot()
         self.attach(volume, g2.dom.UUIDString(), self.host, dev, data)
         return g2
+
+
+class AdoptTest(base.CinderGuestTestCase):
+
+    def test_cinder_snapshots_adopt_a_full_capture(self):
+        """nova-api's volume-backed createImage, its Cinder half.
+
+        One capture of memory and every disk, then one Cinder snapshot per
+        volume that adopts the captured state; the snapext record then
+        refers to Cinder's snapshots, and each side's delete keeps the
+        other's state.
+        """
+        g = self.guest
+        agent = self.driver._agent_api()
+        v_b, v_c = self.volumes[:2]
+        before = g.write_file('/mnt/vdb/before.bin')
+        record = agent.capture(self.context.to_dict(), self.host, {
+            'instance': g.dom.UUIDString(), 'memory': True,
+            'quiesce': 'preferred', 'targets': None,
+            'disk_roles': {'vda': {'role': 'root'},
+                           'vdb': {'role': 'volume', 'volume_id': v_b.id},
+                           'vdc': {'role': 'volume', 'volume_id': v_c.id}},
+            'extra': {}})['manifest']
+        g.write_file('/mnt/vdb/after.bin')
+        adopted = {}
+        for volume in (v_b, v_c):
+            snapshot = tests_utils.create_snapshot(
+                self.context, volume.id,
+                status=fields.SnapshotStatus.CREATING,
+                metadata={'snapext_adopt': record['id'],
+                          'snapext_host': self.host})
+            self.manager.create_snapshot(self.context, snapshot)
+            snapshot = self.reload(snapshot)
+            self.assertEqual(fields.SnapshotStatus.AVAILABLE,
+                             snapshot.status)
+            self.assertEqual('snapext-' + record['id'],
+                             snapshot.provider_location)
+            adopted[volume.id] = snapshot
+        # no new internal snapshot: the capture's own
+        self.assertEqual(['snapext-' + record['id']], self.internal(v_b))
+        owners = {d['volume_id']: d['cinder_snapshot_id']
+                  for d in self.agent_record(record['id'])['disks']}
+        self.assertEqual({None: None, v_b.id: adopted[v_b.id].id,
+                          v_c.id: adopted[v_c.id].id}, owners)
+
+        # a volume from the adopted snapshot holds the capture's instant
+        new = self.create_volume(snapshot_id=adopted[v_b.id].id)
+        path = self.driver.local_path(new)
+        self.assertEqual(before, base.guest_file_sha256(path, '/before.bin'))
+        self.assertIsNone(base.guest_file_sha256(path, '/after.bin'))
+
+        # deleting the snapext record (image gone, or DELETE
+        # /snapext-snapshots) leaves the states Cinder owns
+        agent.delete(self.context.to_dict(), self.host,
+                     {'snapshot_id': record['id']})
+        self.assertEqual(['snapext-' + record['id']], self.internal(v_b))
+        self.assertEqual(['snapext-' + record['id']], self.internal(v_c))
+        new2 = self.create_volume(snapshot_id=adopted[v_c.id].id)
+        self.assertEqual([], self.driver.internal_snapshots(new2))
+        # and Cinder's delete removes them, live
+        for snapshot in adopted.values():
+            self.manager.delete_snapshot(self.context, snapshot)
+        self.assertEqual([], self.internal(v_b))
+        self.assertEqual([], self.internal(v_c))
+        self.assertIsNotNone(g.sha256('/mnt/vdb/after.bin'))
+
+    def agent_record(self, record_id):
+        path = os.path.join(self.agent.store_path, '*', record_id,
+                            'manifest.json')
+        [found] = glob.glob(path)
+        with open(found) as f:
+            return json.load(f)
