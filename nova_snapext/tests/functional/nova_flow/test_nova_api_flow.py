@@ -459,6 +459,61 @@ class SnapextCreateImageTest(SnapextNovaTestBase):
         self.assertIn('createImage', [a['action'] for a in actions])
         self._assert_back_to_active(self.api.get_server(server['id']))
 
+    def _spy_resume_decision(self):
+        """(volume sources, refusal or None) of each resume decision."""
+        decisions = []
+        check = snapext_driver.policy.check_volume_sources
+
+        def spy(record, sources):
+            try:
+                check(record, sources)
+            except Exception as exc:
+                decisions.append((sources, str(exc)))
+                raise
+            decisions.append((sources, None))
+
+        self.useFixture(fixtures.MonkeyPatch(
+            'nova_snapext.virt.policy.check_volume_sources', spy))
+        return decisions
+
+    def _boot_from(self, image_id):
+        server = self._build_server(image_uuid=image_id, networks='none')
+        server = self.api.post_server({'server': server})
+        return self._wait_for_state_change(server, 'ACTIVE')
+
+    def test_booting_the_volume_backed_image_resumes_only_its_volumes(self):
+        cinder_snapshots = self._adopting_snapshots()
+        server = self._create_volume_backed_server()
+        image_id = self._create_image(server)
+        [snapshot] = cinder_snapshots
+        record_id = self._image(image_id)['properties']['snapext_manifest']
+        decisions = self._spy_resume_decision()
+
+        # Before Cinder adopted the volume's state, no volume can hold it:
+        # the new server boots cold.
+        self._boot_from(image_id)
+        [(sources, refusal)] = decisions
+        self.assertEqual({'vda': snapshot['id']}, sources)
+        self.assertIn('has no Cinder snapshot', refusal)
+
+        # What cinder_snapext's adopt records: the Cinder snapshot owns the
+        # volume's state.  A server whose vda was created from exactly that
+        # snapshot may resume the memory.
+        store = self.driver.snapext.store
+        record = store.get(record_id)
+        record['disks'][0]['cinder_snapshot_id'] = snapshot['id']
+        store.update(record)
+        self._boot_from(image_id)
+        self.assertEqual(({'vda': snapshot['id']}, None), decisions[1])
+
+        # Another snapshot of the volume (the record names a different
+        # one): cold.
+        record['disks'][0]['cinder_snapshot_id'] = 'another-snapshot'
+        store.update(record)
+        self._boot_from(image_id)
+        self.assertIn('not from Cinder snapshot another-snapshot',
+                      decisions[2][1])
+
     def test_volume_backed_stock_snapshot_when_asked(self):
         # Nova's volume snapshot names the Cinder snapshot after the
         # volume's description, which Cinder always returns and the
