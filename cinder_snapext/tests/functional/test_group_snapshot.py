@@ -81,7 +81,7 @@ class ConsistentGroupSnapshotTest(base.CinderGuestTestCase):
                              'together: %s' % probes)
         guest_window_ms = stall[3] - stall[2]
         # ...and both attached volumes were captured inside it, in one
-        # atomic libvirt call: one manifest names both, quiesced.
+        # QMP transaction: one manifest names both, quiesced.
         meta_b, meta_c = snapshots[0].metadata, snapshots[1].metadata
         self.assertEqual(meta_b['snapext_manifest'],
                          meta_c['snapext_manifest'])
