@@ -1,25 +1,44 @@
-"""SnapextNfsDriver: the NFS driver with application-consistent groups.
+"""SnapextNfsDriver: the NFS driver, with qcow2 internal snapshots.
 
 Volumes are qcow2 files on the share, as with the NFS driver and
-``nfs_qcow2_volumes = True``.  What changes:
+``nfs_qcow2_volumes = True``.  What changes is what a snapshot is:
 
-* snapshots of attached volumes are taken by the snapext agent on the
-  compute host (one atomic libvirt call per instance) instead of Nova's
-  assisted-snapshot API;
+* every snapshot is a qcow2 *internal* snapshot inside the volume file,
+  named ``snapext-<id>``: the volume file never changes name or backing
+  chain, so the volume's ``.info`` file (there is none) and its
+  attachment's ``connection_info`` stay true by construction, whatever
+  Nova or Cinder does next (detach, attach elsewhere, reboot, extend);
+* an attached volume is snapshotted by the snapext agent on its compute
+  host (one QMP transaction, through the engine) instead of Nova's
+  assisted-snapshot API, an unattached one with ``qemu-img snapshot``;
 * a group snapshot of a group type with
   ``consistent_group_snapshot_enabled="<is> True"`` freezes every guest
-  involved, captures each instance's volumes in one call and thaws (see
-  :mod:`cinder_snapext.consistency`);
-* bookkeeping stays the RemoteFS driver's: each snapshot's overlay is named
-  ``<volume file>.<snapshot id>``, and the volume's ``.info`` file and its
-  attachment's ``connection_info`` follow the active file.
+  involved, captures each instance's volumes in one transaction and thaws
+  (see :mod:`cinder_snapext.consistency`);
+* a snapshot row records its internal snapshot in ``provider_location``
+  (set by the driver, not by users); its metadata shows the snapext record
+  (``snapext_manifest``), the host and the device it was captured on;
+* a Cinder snapshot created with the metadata ``snapext_adopt=<record
+  id>`` takes over the internal snapshot ``snapext-<record id>`` that an
+  earlier snapext capture left in the volume (nova-api's createImage of a
+  volume-backed server) instead of taking a new one; from then on Cinder
+  owns it: deleting the snapext record leaves it, deleting the Cinder
+  snapshot removes it.
+
+RemoteFS's overlay machinery (``.info`` chains, Nova's assisted snapshot
+create/delete, commit and rebase) is not used for new snapshots; snapshots
+an earlier release left as overlay files are still deleted the RemoteFS
+way, and a volume that has them takes no new snapshot until they are gone.
 """
 
 import contextlib
+import json
 import os
 
 from cinder import coordination
 from cinder import exception as cinder_exception
+from cinder.image import image_utils
+from cinder import objects
 from cinder.objects import fields
 from cinder.volume import configuration
 from cinder.volume.drivers import nfs
@@ -27,6 +46,7 @@ from cinder.volume.drivers import remotefs
 from cinder.volume import volume_utils
 from oslo_config import cfg
 from oslo_log import log as logging
+from oslo_utils import units
 
 from cinder_snapext import conf as snapext_conf
 from cinder_snapext import consistency
@@ -39,24 +59,36 @@ CONF = cfg.CONF
 CONF.register_opts(snapext_conf.DRIVER_OPTS,
                    group=configuration.SHARED_CONF_GROUP)
 
+PREFIX = 'snapext-'
 META_MANIFEST = 'snapext_manifest'
 META_HOST = 'snapext_host'
 META_TARGET = 'snapext_target'
+META_ADOPT = 'snapext_adopt'
+
+
+def internal_name(snapshot):
+    """The internal snapshot a Cinder snapshot row names, or None."""
+    location = snapshot.provider_location
+    if location and location.startswith(PREFIX):
+        return location
+    return None
+
+
+def manifest_of(name):
+    """The snapext record id an internal snapshot name carries."""
+    return name[len(PREFIX):] if name and name.startswith(PREFIX) else None
 
 
 class SnapextNfsDriver(consistency.ConsistentGroupSnapshotMixin,
                        nfs.NfsDriver):
-    """NFS volumes whose group snapshots are application-consistent."""
+    """NFS qcow2 volumes; snapshots are internal, groups consistent."""
 
-    VERSION = '1.0.0'
+    VERSION = '2.0.0'
     CI_WIKI_NAME = 'snapext'
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.configuration.append_config_values(snapext_conf.DRIVER_OPTS)
-        # Overlays a group capture made; _create_snapshot_online then only
-        # does the bookkeeping for them.
-        self._captured = set()
 
     @staticmethod
     def get_driver_options():
@@ -111,56 +143,380 @@ class SnapextNfsDriver(consistency.ConsistentGroupSnapshotMixin,
         self._stats['consistent_group_snapshot_enabled'] = True
         self._stats['driver_version'] = self.VERSION
 
-    # -- one attached volume: through the agent, not Nova -----------------
+    # -- qemu-img on the volume file --------------------------------------
 
-    def _create_snapshot_online(self, snapshot, backing_filename,
-                                new_snap_path):
-        if new_snap_path in self._captured:
-            self._captured.discard(new_snap_path)
+    def _qemu_img(self, *args):
+        return self._execute('qemu-img', *args,
+                             run_as_root=self._execute_as_root)
+
+    def _image_info(self, path):
+        """qemu-img info of a volume file, readable while QEMU runs it."""
+        out, _ = self._qemu_img('info', '--output=json', '-U', path)
+        return json.loads(out)
+
+    def internal_snapshots(self, volume):
+        """Names of the internal snapshots in the volume's file."""
+        info = self._image_info(self.local_path(volume))
+        return [s['name'] for s in info.get('snapshots') or ()]
+
+    def _legacy_overlays(self, volume):
+        """Snapshot ids an earlier release left as RemoteFS overlays."""
+        info = self._read_info_file(self._local_path_volume_info(volume),
+                                    empty_if_missing=True)
+        return sorted(k for k in info if k != 'active')
+
+    def _check_volume(self, volume):
+        """Refuse what internal snapshots cannot serve, with the reason."""
+        if volume.encryption_key_id:
+            raise cinder_exception.VolumeDriverException(
+                message='volume %s is encrypted: snapext snapshots do not '
+                        'support encrypted volumes yet' % volume.id)
+        legacy = self._legacy_overlays(volume)
+        if legacy:
+            raise cinder_exception.VolumeDriverException(
+                message='volume %s has overlay snapshots %s from an earlier '
+                        'release; delete them before taking new snapshots'
+                        % (volume.id, ', '.join(legacy)))
+        info = self._image_info(self.local_path(volume))
+        if info.get('format') != 'qcow2':
+            raise cinder_exception.VolumeDriverException(
+                message='volume %s is %s: snapext snapshots are qcow2 '
+                        'internal snapshots (set nfs_qcow2_volumes = true)'
+                        % (volume.id, info.get('format')))
+        if info.get('backing-filename'):
+            raise cinder_exception.VolumeDriverException(
+                message='volume %s has a backing file (%s); snapext '
+                        'snapshots need a standalone qcow2 volume'
+                        % (volume.id, info['backing-filename']))
+        return info
+
+    def _offline_create(self, volume, name):
+        # Without -U: qemu-img takes the image's write lock, so a volume
+        # some QEMU still writes is refused instead of corrupted.
+        self._qemu_img('snapshot', '-c', name,
+                       self.local_path(volume))
+
+    def _offline_delete(self, volume, name):
+        path = self.local_path(volume)
+        if not os.path.exists(path) or name not in self.internal_snapshots(
+                volume):
+            LOG.info('volume %s holds no internal snapshot %s any more',
+                     volume.id, name)
             return
-        (hosts, _) = consistency.plan([snapshot])
-        [(host, instances)] = hosts.items()
-        [(instance, items)] = instances.items()
-        # As for Nova's assisted snapshot: Cinder makes the overlay (with a
-        # backing file name relative to the share), libvirt switches to it.
-        self._do_create_snapshot(snapshot, backing_filename, new_snap_path)
+        self._qemu_img('snapshot', '-d', name, path)
+
+    # -- where a volume is attached ----------------------------------------
+
+    @staticmethod
+    def _attachment(volume):
+        """The volume's one live attachment as consistency.Attached, or None.
+
+        An attachment without a host or device (a shelved-offloaded server)
+        has no QEMU on the file: the volume is handled offline, where
+        qemu-img's image locking refuses a file that is in use after all.
+        """
+        attachments = [
+            a for a in (volume.volume_attachment or [])
+            if a.attach_status == fields.VolumeAttachStatus.ATTACHED]
+        if len(attachments) > 1:
+            raise cinder_exception.VolumeDriverException(
+                message='volume %s is attached more than once '
+                        '(multiattach): snapext cannot snapshot it'
+                        % volume.id)
+        if not attachments:
+            return None
+        att = attachments[0]
+        if not (att.attached_host and att.instance_uuid and att.mountpoint):
+            return None
+        return consistency.Attached(None, att.attached_host,
+                                    att.instance_uuid,
+                                    os.path.basename(att.mountpoint))
+
+    def _disk_of(self, manifest, volume, target):
+        """The manifest's disk for this volume; it must be the volume file."""
+        disk = next((d for d in manifest['disks']
+                     if d['target'] == target), None)
+        path = disk and disk['path']
+        if not path or os.path.basename(path) != volume.name:
+            raise cinder_exception.VolumeDriverException(
+                message='disk %s of the captured instance is %s, but volume '
+                        '%s is %s: the attachment names the wrong device'
+                        % (target, path, volume.id, volume.name))
+        if not disk.get('snapshot'):
+            raise cinder_exception.VolumeDriverException(
+                message='record %s holds no internal snapshot of disk %s'
+                        % (manifest['id'], target))
+        return disk
+
+    @staticmethod
+    def _release_disk(item, volume, name):
+        return {'target': item.target, 'file': volume.name,
+                'volume_id': volume.id, 'name': name}
+
+    def _release(self, context, host, instance, disks):
+        """Drop internal snapshots of attached volumes, through the agent."""
+        return self._agent_api().release(
+            context.to_dict(), host, {'instance': instance,
+                                      'disks': disks})
+
+    # -- one snapshot ---------------------------------------------------------
+
+    def _create_snapshot(self, snapshot):
+        """A qcow2 internal snapshot; {provider_location, metadata}."""
+        volume = snapshot.volume
+        acceptable = ['available', 'in-use', 'backing-up']
+        if (snapshot.display_name or '').startswith('tmp-snap-'):
+            acceptable.append('downloading')
+        self._validate_state(volume.status, acceptable)
+        self._check_volume(volume)
+        metadata = dict(snapshot.metadata or {})
+        if metadata.get(META_ADOPT):
+            return self._adopt(snapshot, metadata[META_ADOPT])
+        item = self._attachment(volume)
+        if item is None:
+            name = PREFIX + snapshot.id
+            self._offline_create(volume, name)
+            return {'provider_location': name}
         try:
             reply = self._agent_api().capture(
-                snapshot.obj_context.to_dict(), host,
-                self._capture_spec(instance, items, 'preferred'))
+                snapshot.obj_context.to_dict(), item.host,
+                self._capture_spec(item.instance, [(item.target, snapshot)],
+                                   'preferred'))
         except snapext_exception.SnapextError as exc:
-            if os.path.exists(new_snap_path):
-                os.unlink(new_snap_path)
             raise exception.OnlineSnapshotFailed(
                 snapshot=snapshot.id, volume=snapshot.volume_id,
                 reason=str(exc))
-        self._check_capture(reply['manifest'], items)
+        manifest = reply['manifest']
+        try:
+            disk = self._disk_of(manifest, volume, item.target)
+        except Exception:
+            self._forget_capture(snapshot.obj_context, item.host,
+                                 item.instance, manifest)
+            raise
+        metadata.update({META_MANIFEST: manifest['id'],
+                         META_HOST: item.host, META_TARGET: item.target})
+        return {'provider_location': disk['snapshot'], 'metadata': metadata}
 
-    def _capture_spec(self, instance, items, quiesce, freeze_op=None):
+    def _adopt(self, snapshot, record_id):
+        """Take over the internal snapshot a snapext capture left.
+
+        The volume file itself must hold ``snapext-<record id>`` (so the
+        state is this volume's own, whoever wrote the metadata), no other
+        Cinder snapshot may own it, and the snapext record is told that
+        Cinder owns that disk now (so deleting the record leaves it).
+        """
+        volume = snapshot.volume
+        name = PREFIX + record_id
+        if name not in self.internal_snapshots(volume):
+            raise exception.AdoptFailed(
+                snapshot=snapshot.id, name=name,
+                reason='volume %s holds no such internal snapshot'
+                       % volume.id)
+        for other in objects.SnapshotList.get_all_for_volume(
+                snapshot.obj_context.elevated(), volume.id):
+            if other.id != snapshot.id and internal_name(other) == name:
+                raise exception.AdoptFailed(
+                    snapshot=snapshot.id, name=name,
+                    reason='Cinder snapshot %s owns it' % other.id)
+        metadata = dict(snapshot.metadata or {})
+        item = self._attachment(volume)
+        host = item.host if item else metadata.get(META_HOST)
+        if not host:
+            raise exception.AdoptFailed(
+                snapshot=snapshot.id, name=name,
+                reason='the volume is not attached and the metadata names '
+                       'no %s' % META_HOST)
+        try:
+            reply = self._agent_api().adopt(
+                snapshot.obj_context.to_dict(), host, {
+                    'snapshot_id': record_id, 'volume_id': volume.id,
+                    'file': volume.name, 'cinder_snapshot_id': snapshot.id})
+        except snapext_exception.SnapextError as exc:
+            raise exception.AdoptFailed(snapshot=snapshot.id, name=name,
+                                        reason=str(exc))
+        metadata.pop(META_ADOPT, None)
+        metadata.update({META_MANIFEST: record_id, META_HOST: host,
+                         META_TARGET: reply['target']})
+        return {'provider_location': name, 'metadata': metadata}
+
+    def _forget_capture(self, context, host, instance, manifest):
+        """Undo a capture whose result is unusable (wrong device)."""
+        try:
+            self._release(context, host, instance, [
+                {'target': d['target'], 'file': None,
+                 'volume_id': d.get('volume_id'), 'name': d.get('snapshot')}
+                for d in manifest['disks']])
+        except Exception:
+            LOG.exception('cannot drop the internal snapshots of record %s',
+                          manifest['id'])
+
+    def _capture_spec(self, instance, members, quiesce, freeze_op=None):
+        """The agent's capture of ``members`` [(target, Cinder snapshot)]."""
         return {
             'instance': instance, 'memory': False, 'quiesce': quiesce,
-            'targets': sorted(i.target for i in items),
-            'overlays': {i.target: os.path.basename(
-                self._get_new_snap_path(i.snapshot)) for i in items},
-            'disk_roles': {i.target: {
-                'role': 'volume', 'volume_id': i.snapshot.volume_id,
-                'cinder_snapshot_id': i.snapshot.id} for i in items},
+            'targets': sorted(target for target, _ in members),
+            'disk_roles': {target: {
+                'role': 'volume', 'volume_id': snapshot.volume_id,
+                'cinder_snapshot_id': snapshot.id}
+                for target, snapshot in members},
             'freeze_op': freeze_op,
-            'reuse_overlays': True,
         }
 
-    def _check_capture(self, manifest, items):
-        """The captured disks must be the volumes' active files."""
-        states = {d['target']: os.path.basename(d['path'])
-                  for d in manifest['disks']}
-        for item in items:
-            active = self.get_active_image_from_info(item.snapshot.volume)
-            if states.get(item.target) != active:
-                raise cinder_exception.VolumeDriverException(
-                    message='disk %s of instance %s is %s, but volume %s is '
-                            '%s: the attachment names the wrong device'
-                    % (item.target, item.instance, states.get(item.target),
-                       item.snapshot.volume_id, active))
+    def _delete_snapshot(self, snapshot):
+        """Drop the internal snapshot: through the agent when attached."""
+        volume = snapshot.volume
+        self._validate_state(volume.status, ['available', 'in-use',
+                                             'backing-up', 'deleting',
+                                             'downloading'])
+        name = internal_name(snapshot)
+        if name is None:
+            if snapshot.id in self._legacy_overlays(volume):
+                LOG.info('snapshot %s is an overlay file of an earlier '
+                         'release; deleting it the RemoteFS way',
+                         snapshot.id)
+                return super()._delete_snapshot(snapshot)
+            # Never taken (creation failed before the capture).
+            LOG.info('snapshot %s holds no internal snapshot', snapshot.id)
+            return
+        item = self._attachment(volume)
+        if item is None:
+            self._offline_delete(volume, name)
+            return
+        try:
+            self._release(snapshot.obj_context, item.host, item.instance,
+                          [self._release_disk(item, volume, name)])
+        except snapext_exception.SnapextError as exc:
+            raise exception.SnapshotDeleteFailed(
+                snapshot=snapshot.id, volume=volume.id, reason=str(exc))
+
+    # -- volumes from snapshots, clones -------------------------------------
+
+    def _copy_volume_from_snapshot(self, snapshot, volume, volume_size,
+                                   src_encryption_key_id=None,
+                                   new_encryption_key_id=None):
+        name = internal_name(snapshot)
+        if name is None and snapshot.id in self._legacy_overlays(
+                snapshot.volume):
+            return super()._copy_volume_from_snapshot(
+                snapshot, volume, volume_size, src_encryption_key_id,
+                new_encryption_key_id)
+        if name is None:
+            raise cinder_exception.InvalidSnapshot(
+                reason='snapshot %s holds no data (it was never taken)'
+                       % snapshot.id)
+        if src_encryption_key_id or new_encryption_key_id:
+            raise cinder_exception.VolumeDriverException(
+                message='snapext snapshots do not support encrypted volumes')
+        self._export(self.local_path(snapshot.volume), name,
+                     self._local_path_volume(volume), volume_size)
+
+    def _out_format(self):
+        return 'qcow2' if self.configuration.nfs_qcow2_volumes else 'raw'
+
+    def _export(self, src, name, dest, size_gb, shared=True):
+        """A standalone volume file from one state of ``src``.
+
+        ``shared`` (``-U``): the source may be attached and running; an
+        internal snapshot's clusters never change while it exists.  The
+        current state of an unattached source is read without it, under
+        the image's read lock, so no QEMU can open it for writing
+        meanwhile.  Nothing of the source's other snapshots comes along.
+        """
+        args = ['convert'] + (['-U'] if shared else []) + [
+            '-f', 'qcow2', '-O', self._out_format()]
+        if name:
+            args += ['-l', 'snapshot.name=%s' % name]
+        self._qemu_img(*(args + [src, dest]))
+        info = self._image_info(dest)
+        if size_gb and info['virtual-size'] < size_gb * units.Gi:
+            image_utils.resize_image(dest, size_gb,
+                                     run_as_root=self._execute_as_root,
+                                     file_format=self._out_format())
+        self._set_rw_permissions_for_all(dest)
+
+    def _create_cloned_volume(self, volume, src_vref, context):
+        """A clone of the source's current state, attached or not.
+
+        RemoteFS refuses an attached source and otherwise goes through a
+        temporary overlay snapshot; here an unattached source is copied as
+        it is (no other writer: its write lock is taken), and an attached
+        one through a temporary internal snapshot the agent takes and
+        drops.  The clone carries none of the source's snapshots.
+        """
+        LOG.info('Cloning volume %(src)s to volume %(dst)s',
+                 {'src': src_vref.id, 'dst': volume.id})
+        self._validate_state(src_vref.status,
+                             ['available', 'in-use', 'backing-up',
+                              'downloading'],
+                             obj_description='source volume')
+        if src_vref.encryption_key_id or volume.encryption_key_id:
+            raise cinder_exception.VolumeDriverException(
+                message='snapext does not clone encrypted volumes')
+        if self._legacy_overlays(src_vref):
+            return super()._create_cloned_volume(volume, src_vref, context)
+        volume.provider_location = src_vref.provider_location
+        dest = self._local_path_volume(volume)
+        src = self.local_path(src_vref)
+        item = self._attachment(src_vref)
+        if item is None:
+            self._export(src, None, dest, volume.size, shared=False)
+        else:
+            self._clone_attached(context, item, src_vref, dest, volume.size)
+        if src_vref.admin_metadata and 'format' in src_vref.admin_metadata:
+            volume.admin_metadata['format'] = (
+                src_vref.admin_metadata['format'])
+            with volume.obj_as_admin():
+                volume.save()
+        return {'provider_location': src_vref.provider_location}
+
+    def _clone_attached(self, context, item, src_vref, dest, size_gb):
+        reply = self._agent_api().capture(
+            context.to_dict(), item.host, {
+                'instance': item.instance, 'memory': False,
+                'quiesce': 'preferred', 'targets': [item.target],
+                'disk_roles': {item.target: {'role': 'volume',
+                                             'volume_id': src_vref.id}},
+                'freeze_op': None})
+        manifest = reply['manifest']
+        try:
+            disk = self._disk_of(manifest, src_vref, item.target)
+            self._export(self.local_path(src_vref), disk['snapshot'], dest,
+                         size_gb)
+        finally:
+            self._forget_capture(context, item.host, item.instance,
+                                 manifest)
+
+    # -- the rest of RemoteFS that assumed overlays -------------------------
+
+    def _revert_to_snapshot(self, context, volume, snapshot):
+        """Cinder's revert (an unattached volume): ``qemu-img snapshot -a``.
+
+        Every snapshot of the volume stays; the volume file keeps its name.
+        """
+        self._validate_state(volume.status, ['available', 'reverting'])
+        name = internal_name(snapshot)
+        if name is None:
+            raise NotImplementedError()
+        path = self.local_path(volume)
+        self._qemu_img('snapshot', '-a', name, path)
+        # The state comes back with the size it had; the volume keeps the
+        # size Cinder records for it.
+        if self._image_info(path)['virtual-size'] < volume.size * units.Gi:
+            image_utils.resize_image(path, volume.size,
+                                     run_as_root=self._execute_as_root,
+                                     file_format='qcow2')
+
+    def _snapshots_exist(self, volume):
+        if not volume.provider_location:
+            return False
+        return bool(self._legacy_overlays(volume) or
+                    self.internal_snapshots(volume))
+
+    def _create_snapshot_online(self, snapshot, backing_filename,
+                                new_snap_path):
+        raise cinder_exception.VolumeDriverException(
+            message='snapext takes internal snapshots; the overlay path of '
+                    'Nova\'s assisted snapshot is not used')
 
     # -- consistent groups ------------------------------------------------
 
@@ -177,21 +533,18 @@ class SnapextNfsDriver(consistency.ConsistentGroupSnapshotMixin,
     def _snapshot_unattached(self, context, snapshots, made):
         self._check_snapshot_support()
         for snapshot in snapshots:
-            saved = self._saved_info(snapshot.volume)
-            made.append(('offline', snapshot, saved))
-            self._create_snapshot(snapshot)
+            self._check_volume(snapshot.volume)
+            name = PREFIX + snapshot.id
+            self._offline_create(snapshot.volume, name)
+            made.append(('offline', snapshot, name))
 
     def _prepare_attached(self, context, hosts, made):
-        """Make the attached volumes' overlays before anything freezes."""
+        """Check every attached volume before anything freezes."""
+        self._check_snapshot_support()
         for instances in hosts.values():
             for items in instances.values():
                 for item in items:
-                    snapshot = item.snapshot
-                    made.append(('overlay', snapshot))
-                    self._do_create_snapshot(
-                        snapshot,
-                        self.get_active_image_from_info(snapshot.volume),
-                        self._get_new_snap_path(snapshot))
+                    self._check_volume(item.snapshot.volume)
 
     def _snapshot_frozen(self, context, hosts, frozen, made):
         ctxt = context.to_dict()
@@ -200,117 +553,68 @@ class SnapextNfsDriver(consistency.ConsistentGroupSnapshotMixin,
             for instance, items in sorted(instances.items()):
                 reply = self._agent_api().capture(
                     ctxt, host, self._capture_spec(
-                        instance, items, policy, frozen[host]['op_id']))
+                        instance, [(i.target, i.snapshot) for i in items],
+                        policy, frozen[host]['op_id']))
                 manifest = reply['manifest']
-                made.append(('captured', host, manifest['id'], items))
-                self._check_capture(manifest, items)
+                made.append(('captured', host, instance, manifest))
                 for item in items:
-                    self._captured.add(self._get_new_snap_path(item.snapshot))
+                    self._disk_of(manifest, item.snapshot.volume,
+                                  item.target)
 
     def _after_thaw(self, context, hosts, windows, made):
         updates = super()._after_thaw(context, hosts, windows, made)
         for entry in made:
-            if entry[0] != 'captured':
+            if entry[0] == 'offline':
+                _, snapshot, name = entry
+                updates.setdefault(snapshot.id, {})[
+                    'provider_location'] = name
                 continue
-            _, host, manifest_id, items = entry
-            for item in items:
-                # The RemoteFS bookkeeping: .info, connection_info, format.
-                self._create_snapshot(item.snapshot)
-                updates[item.snapshot.id]['metadata'].update({
-                    META_MANIFEST: manifest_id, META_HOST: host,
+            _, host, instance, manifest = entry
+            for item in hosts[host][instance]:
+                disk = self._disk_of(manifest, item.snapshot.volume,
+                                     item.target)
+                update = updates[item.snapshot.id]
+                update['provider_location'] = disk['snapshot']
+                update['metadata'].update({
+                    META_MANIFEST: manifest['id'], META_HOST: host,
                     META_TARGET: item.target})
         return updates
 
     def _undo(self, context, made):
-        """Leave the group as it was: no overlay of the failed snapshot."""
+        """Leave the group as it was: no internal snapshot of it remains."""
         for entry in reversed(made):
             try:
                 if entry[0] == 'offline':
-                    self._undo_offline(entry[1], entry[2])
-                elif entry[0] == 'overlay':
-                    self._unlink(self._get_new_snap_path(entry[1]))
+                    self._offline_delete(entry[1].volume, entry[2])
                 elif entry[0] == 'captured':
-                    self._undo_captured(context, *entry[1:])
+                    _, host, instance, manifest = entry
+                    self._forget_capture(context, host, instance, manifest)
             except Exception:
                 LOG.exception('cannot undo %s of the failed group snapshot',
                               entry[0])
 
-    def _saved_info(self, volume):
-        path = self._local_path_volume_info(volume)
-        if not os.path.exists(path):
-            return None
-        with open(path) as f:
-            return f.read()
-
-    @staticmethod
-    def _unlink(path):
-        if os.path.exists(path):
-            os.unlink(path)
-
-    def _undo_offline(self, snapshot, saved):
-        self._unlink(self._get_new_snap_path(snapshot))
-        info = self._local_path_volume_info(snapshot.volume)
-        if saved is None:
-            if os.path.exists(info):
-                os.unlink(info)
-        else:
-            with open(info, 'w') as f:
-                f.write(saved)
-
-    def _undo_captured(self, context, host, manifest_id, items):
-        """Merge a capture of a failed group away, through the agent.
-
-        The agent pulls the state file into the new overlay, which then is
-        the volume's only file; .info and connection_info follow it.
-        """
-        for item in items:
-            self._captured.discard(self._get_new_snap_path(item.snapshot))
-        reply = self._agent_api().delete(context.to_dict(), host,
-                                         {'snapshot_id': manifest_id})
-        for item in items:
-            self._follow_active(item.snapshot.volume, item.snapshot.id,
-                                reply['active_disks'].get(item.target))
-
-    def _follow_active(self, volume, snapshot_id, active_path):
-        info_path = self._local_path_volume_info(volume)
-        info = self._read_info_file(info_path, empty_if_missing=True)
-        info.pop(snapshot_id, None)
-        if active_path:
-            info['active'] = os.path.basename(active_path)
-            for att in volume.volume_attachment or []:
-                if att.connection_info:
-                    att.connection_info['name'] = info['active']
-                    att.connection_info = att.connection_info
-                    att.save()
-        if info.get('active'):
-            self._write_info_file(info_path, info)
-
     def delete_group_snapshot(self, context, group_snapshot, snapshots):
-        """Merge every snapshot of the group away; children survive."""
+        """Drop every snapshot of the group: one agent call per instance."""
         if not volume_utils.is_group_a_cg_snapshot_type(group_snapshot):
             raise NotImplementedError()
-        by_manifest = {}
+        by_instance = {}
         offline = []
         for snapshot in snapshots:
-            meta = snapshot.metadata or {}
-            if meta.get(META_MANIFEST):
-                by_manifest.setdefault(
-                    (meta[META_HOST], meta[META_MANIFEST]), []).append(
-                        (snapshot, meta[META_TARGET]))
+            name = internal_name(snapshot)
+            if name is None:
+                continue
+            item = self._attachment(snapshot.volume)
+            if item is None:
+                offline.append((snapshot, name))
             else:
-                offline.append(snapshot)
+                by_instance.setdefault((item.host, item.instance), []).append(
+                    self._release_disk(item, snapshot.volume, name))
         try:
             with self._group_locks(snapshots):
-                for (host, manifest_id), members in sorted(
-                        by_manifest.items()):
-                    reply = self._agent_api().delete(
-                        context.to_dict(), host, {'snapshot_id': manifest_id})
-                    for snapshot, target in members:
-                        self._follow_active(
-                            snapshot.volume, snapshot.id,
-                            reply['active_disks'].get(target))
-                for snapshot in offline:
-                    self._delete_snapshot(snapshot)
+                for (host, instance), disks in sorted(by_instance.items()):
+                    self._release(context, host, instance, disks)
+                for snapshot, name in offline:
+                    self._offline_delete(snapshot.volume, name)
         except (snapext_exception.SnapextError,
                 cinder_exception.CinderException) as exc:
             raise exception.GroupSnapshotDeleteFailed(

@@ -18,3 +18,13 @@ class OnlineSnapshotFailed(exception.VolumeDriverException):
 
 class GroupSnapshotDeleteFailed(exception.VolumeDriverException):
     message = 'Deleting group snapshot %(group_snapshot)s failed: %(reason)s'
+
+
+class SnapshotDeleteFailed(exception.VolumeDriverException):
+    message = 'Deleting snapshot %(snapshot)s of attached volume ' \
+              '%(volume)s failed: %(reason)s'
+
+
+class AdoptFailed(exception.VolumeDriverException):
+    message = 'Snapshot %(snapshot)s cannot adopt the internal snapshot ' \
+              '%(name)s: %(reason)s'

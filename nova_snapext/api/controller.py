@@ -8,6 +8,8 @@ compute API, which hides other projects' instances from non-admins, so
 someone else's snapshot is a 404 exactly like one that does not exist.
 """
 
+import contextlib
+
 from nova.api.openstack import api_version_request
 from nova.api.openstack import common
 from nova import block_device
@@ -27,7 +29,9 @@ from nova_snapext.api import faults
 from nova_snapext.api import policies
 from nova_snapext.api import schemas
 from nova_snapext.api import views
+from nova_snapext.api import volumes as volumes_mod
 from nova_snapext import exception
+from nova_snapext import task_states
 from nova_snapext.virt import policy as virt_policy
 
 LOG = logging.getLogger(__name__)
@@ -54,12 +58,20 @@ def _conflict(action, server_id, attr, state):
 
 class Controller(object):
 
-    def __init__(self, conf, store, compute_api, image_api, agent):
+    def __init__(self, conf, store, compute_api, image_api, agent,
+                 volume_api=None):
         self.conf = conf
         self.store = store
         self.compute_api = compute_api
         self.image_api = image_api
         self.agent = agent
+        self._volume_api = volume_api
+
+    @property
+    def volume_api(self):
+        if self._volume_api is None:
+            self._volume_api = volumes_mod.VolumeAPI()
+        return self._volume_api
 
     # -- lookups -----------------------------------------------------------
 
@@ -115,6 +127,36 @@ class Controller(object):
             raise faults.Fault(409, 'Instance %s is not on a compute host.'
                                % instance.uuid)
 
+    @contextlib.contextmanager
+    def _task_state(self, context, instance, action, task_state):
+        """Hold the server's task state for the whole action.
+
+        Set atomically, as Nova's own actions do (the save fails unless the
+        database still says None), so that a stop, resize, reboot or
+        another snapext action started meanwhile is refused with 409 on
+        either side; cleared at the end, failure or not, unless something
+        else (an admin's reset-state, a delete) changed it meanwhile.
+        """
+        instance.task_state = task_state
+        try:
+            instance.save(expected_task_state=[None])
+        except nova_exception.UnexpectedTaskStateError as exc:
+            raise faults.Fault(409, "Cannot '%s' instance %s: %s"
+                               % (action, instance.uuid,
+                                  exc.format_message()))
+        except nova_exception.InstanceNotFound as exc:
+            raise faults.Fault(404, exc.format_message())
+        try:
+            yield
+        finally:
+            instance.task_state = None
+            try:
+                instance.save(expected_task_state=[task_state])
+            except (nova_exception.UnexpectedTaskStateError,
+                    nova_exception.InstanceNotFound) as exc:
+                LOG.warning('task state of %s not cleared after %s: %s',
+                            instance.uuid, action, exc.format_message())
+
     @staticmethod
     def _record_action(context, instance, action):
         # The server's action list (os-instance-actions) shows who did it.
@@ -140,9 +182,11 @@ class Controller(object):
         record, instance = self._snapshot(context, snapshot_id)
         policies.authorize(context, policies.DELETE, instance)
         self._check_state(context, instance, DELETE_ACTION, DELETABLE)
-        self._record_action(context, instance, DELETE_ACTION)
-        self.agent.delete(context.to_dict(), instance.host,
-                          {'snapshot_id': snapshot_id})
+        with self._task_state(context, instance, DELETE_ACTION,
+                              task_states.DELETING_SNAPSHOT):
+            self._record_action(context, instance, DELETE_ACTION)
+            self.agent.delete(context.to_dict(), instance.host,
+                              {'snapshot_id': snapshot_id})
 
     def revert(self, context, server_id, body):
         schemas.validate(schemas.revert, body)
@@ -157,9 +201,11 @@ class Controller(object):
             raise faults.Fault(404, 'Snapshot %s of server %s could not be '
                                     'found.' % (snapshot_id, server_id))
         self._check_state(context, instance, REVERT_ACTION, REVERTABLE)
-        self._record_action(context, instance, REVERT_ACTION)
-        self.agent.revert(context.to_dict(), instance.host,
-                          {'snapshot_id': snapshot_id})
+        with self._task_state(context, instance, REVERT_ACTION,
+                              task_states.REVERTING):
+            self._record_action(context, instance, REVERT_ACTION)
+            self.agent.revert(context.to_dict(), instance.host,
+                              {'snapshot_id': snapshot_id})
 
     # -- createImage of a volume-backed server -------------------------------
 
@@ -225,7 +271,20 @@ class Controller(object):
 
     def _full_snapshot(self, context, instance, bdms, name, metadata,
                        explicit):
+        """One capture (memory + every volume), then Cinder's snapshots.
+
+        The agent captures the memory and every volume at one instant (an
+        internal snapshot ``snapext-<record id>`` in each volume file);
+        then, as Nova's ``snapshot_volume_backed`` does, Cinder is asked
+        for one snapshot per volume, through Cinder's API, with metadata
+        that makes cinder_snapext adopt the captured state instead of
+        taking a new one: the snapshots are Cinder's (listed, quota'd,
+        deletable there), and the image's ``block_device_mapping`` names
+        them, so a server booted from the image gets volumes holding the
+        captured state.
+        """
         volume_bdms = [b for b in bdms if b.is_volume and not b.no_device]
+        self._check_snapshot_quota(context, instance, volume_bdms)
         # The image id is chosen here so that the record can name it.
         image_id = uuidutils.generate_uuid()
         root = bdms.root_bdm()
@@ -248,35 +307,79 @@ class Controller(object):
                                'root_device_name':
                                    instance.root_device_name}},
         }
-        try:
-            record = self.agent.capture(context.to_dict(), instance.host,
-                                        spec)['manifest']
-        except exception.InvalidRequest as exc:
-            if explicit:
-                raise
-            # Volumes snapext cannot capture (rbd, iSCSI): the agent refused
-            # before touching anything, and Nova's stock path serves them,
-            # as the driver falls back for image-backed servers.
-            LOG.info('full snapshot of %s not possible (%s); Nova takes a '
-                     'stock snapshot', instance.uuid, exc)
-            return None
-        self._record_action(context, instance,
-                            instance_actions.CREATE_IMAGE)
-        try:
-            image_meta = self._image_meta(context, instance, bdms,
-                                          volume_bdms, record, name,
-                                          metadata)
-            image_meta['properties'].update(virt_policy.image_properties(
-                record, instance.host, self.store.name))
-            image_meta['id'] = image_id
-            self.image_api.create(context, image_meta)
-        except Exception:
-            with excutils.save_and_reraise_exception():
-                self._forget(context, instance, record)
+        with self._task_state(context, instance, 'createImage',
+                              task_states.CAPTURING):
+            try:
+                record = self.agent.capture(context.to_dict(),
+                                            instance.host, spec)['manifest']
+            except exception.InvalidRequest as exc:
+                if explicit:
+                    raise
+                # Volumes snapext cannot capture (rbd, iSCSI): the agent
+                # refused before touching anything, and Nova's stock path
+                # serves them (once the task state is cleared), as the
+                # driver falls back for image-backed servers.
+                LOG.info('full snapshot of %s not possible (%s); Nova takes '
+                         'a stock snapshot', instance.uuid, exc)
+                return None
+            self._record_action(context, instance,
+                                instance_actions.CREATE_IMAGE)
+            try:
+                try:
+                    snapshots = self._cinder_snapshots(
+                        context, instance, record, volume_bdms, name)
+                except nova_exception.OverQuota as exc:
+                    # Nova's answer to the same in its createImage.
+                    raise faults.Fault(403, exc.format_message())
+                image_meta = self._image_meta(context, instance, bdms,
+                                              volume_bdms, snapshots, name,
+                                              metadata)
+                image_meta['properties'].update(virt_policy.image_properties(
+                    record, instance.host, self.store.name))
+                image_meta['id'] = image_id
+                self.image_api.create(context, image_meta)
+            except Exception:
+                with excutils.save_and_reraise_exception():
+                    self._forget(context, instance, record)
         return image_id
 
+    def _check_snapshot_quota(self, context, instance, volume_bdms):
+        # As Nova does before its volume snapshots: best effort, up front.
+        if not volume_bdms:
+            return
+        limits = self.volume_api.get_absolute_limits(context)
+        used = limits['totalSnapshotsUsed']
+        allowed = limits['maxTotalSnapshots']
+        if allowed > -1 and len(volume_bdms) + used > allowed:
+            raise faults.Fault(403, nova_exception.OverQuota(
+                overs='snapshots').format_message())
+
+    def _cinder_snapshots(self, context, instance, record, volume_bdms,
+                          name):
+        """{volume id: Cinder snapshot id} adopting the captured state."""
+        disks = {d['volume_id']: d for d in record['disks']
+                 if d.get('volume_id')}
+        snapshots = {}
+        for bdm in volume_bdms:
+            if bdm.volume_id not in disks:
+                raise exception.CaptureFailed(
+                    'volume %s of server %s is not in snapshot %s'
+                    % (bdm.volume_id, instance.uuid, record['id']))
+            volume = self.volume_api.get(context, bdm.volume_id)
+            snapshot = self.volume_api.create_snapshot_adopting(
+                context, bdm.volume_id, 'snapshot for %s' % name,
+                volume.get('display_description'),
+                {volumes_mod.ADOPT: record['id'],
+                 volumes_mod.HOST: instance.host})
+            snapshots[bdm.volume_id] = snapshot['id']
+        return snapshots
+
     def _forget(self, context, instance, record):
-        # Without its image nobody can reach the snapshot through Nova.
+        # Without its image nobody can reach the snapshot through Nova.  The
+        # agent's delete leaves the volumes' states Cinder adopted already
+        # (those Cinder snapshots stay, as Nova's own do when createImage
+        # fails after them); a Cinder snapshot that has not adopted yet
+        # fails to, and ends in error, holding nothing.
         try:
             self.agent.delete(context.to_dict(), instance.host,
                               {'snapshot_id': record['id']})
@@ -285,9 +388,12 @@ class Controller(object):
                           'createImage', record['id'], instance.uuid)
 
     @staticmethod
-    def _image_meta(context, instance, bdms, volume_bdms, record, name,
+    def _image_meta(context, instance, bdms, volume_bdms, snapshots, name,
                     metadata):
-        """The image record, shaped as Nova's snapshot_volume_backed does."""
+        """The image record, shaped as Nova's snapshot_volume_backed does.
+
+        :param snapshots: {volume id: Cinder snapshot id}
+        """
         image_meta = compute_utils.initialize_instance_snapshot_metadata(
             context, instance, name, dict(metadata))
         # A bucket of properties with no image data, as in Nova.
@@ -301,15 +407,9 @@ class Controller(object):
             properties['root_device_name'] = instance.root_device_name
         mapping = [b.get_image_mapping() for b in bdms
                    if not b.no_device and not b.is_volume]
-        cinder_snapshots = {d.get('volume_id'): d.get('cinder_snapshot_id')
-                            for d in record['disks'] if d.get('volume_id')}
         for bdm in volume_bdms:
-            # A volume is bootable from the image only through a Cinder
-            # snapshot record; the manifest keeps every volume regardless.
-            snapshot_id = cinder_snapshots.get(bdm.volume_id)
-            if snapshot_id:
-                mapping.append(block_device.snapshot_from_bdm(
-                    snapshot_id, bdm).get_image_mapping())
+            mapping.append(block_device.snapshot_from_bdm(
+                snapshots[bdm.volume_id], bdm).get_image_mapping())
         if mapping:
             properties['block_device_mapping'] = mapping
             properties['bdm_v2'] = True

@@ -13,6 +13,7 @@ from oslo_log import log as logging
 from oslo_utils import timeutils
 from oslo_utils import uuidutils
 
+from nova_snapext.capture import cinder
 from nova_snapext.capture import delete
 from nova_snapext.capture import guest as guest_mod
 from nova_snapext.capture import locks
@@ -30,7 +31,7 @@ LOG = logging.getLogger(__name__)
 
 
 class Engine(take.TakeOps, restore.RestoreOps, delete.DeleteOps,
-             recovery.RecoveryOps):
+             recovery.RecoveryOps, cinder.CinderOps):
     """Snapshot operations on libvirt domains.
 
     :param conf: an oslo.config ConfigOpts with the [snapext] options

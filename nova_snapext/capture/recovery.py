@@ -23,10 +23,12 @@ class RecoveryOps(object):
         Run at service start (Nova's init_host): a guest the dead process
         paused is resumed and one it froze is thawed, staged records are
         dropped, an instance the external-overlay release left on overlays
-        is migrated onto its disks' own files (:mod:`legacy`), and internal
-        snapshots that no record explains (a capture
-        that died between its QEMU transaction and its record) are dropped:
-        they are past states, never the live data.  No file is deleted.
+        is migrated onto its disks' own files (:mod:`legacy`), and the
+        internal snapshots of the captures that died (between their QEMU
+        transaction and their record) are dropped: they are past states,
+        never the live data.  Other internal snapshots no record of the
+        instance names are left: a volume's file holds Cinder's and those
+        taken while it served another server.  No file is deleted.
         Instances another live process is working on are left alone.
         """
         done = {'thawed': [], 'resumed': [], 'aborted': [], 'dropped': [],
@@ -74,7 +76,14 @@ class RecoveryOps(object):
         records = self.store.list(instance_uuid)
         recorded = {d['snapshot'] for m in records for d in m['disks']}
         held = self._held(d.path for d in guest.disks())
-        orphans = states.orphan_states(held, recorded)
+        # Only the states of captures that died (their record is staged):
+        # a volume's file also holds states no record of this instance
+        # names and that are not ours to drop (Cinder's own snapshots,
+        # states taken while it was attached to another server).
+        interrupted = {states.internal_name(s) for s in staged}
+        orphans = [(path, name) for path, name in
+                   states.orphan_states(held, recorded)
+                   if name in interrupted]
         for path, name in orphans:
             LOG.warning('dropping internal snapshot %s of %s: no record '
                         'names it (an interrupted capture)', name, path)

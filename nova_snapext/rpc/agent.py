@@ -76,7 +76,7 @@ def _active_disks(dom, targets=None):
 class AgentEndpoint(object):
     """The agent's RPC methods; see api.AgentAPI for the contract."""
 
-    target = messaging.Target(version='2.0')
+    target = messaging.Target(version='2.1')
 
     def __init__(self, conf, engine, host):
         self.conf = conf
@@ -321,6 +321,29 @@ class AgentEndpoint(object):
                 'active_disks': active,
                 'manifests': self.engine.store.list(uuid)}
 
+    # -- 2.1 ------------------------------------------------------------------
+
+    @_operation('release')
+    def release(self, op, spec):
+        spec = _release_spec(spec)
+        uuid = self.engine.domain(spec['instance']).UUIDString()
+        with self._claim([uuid], op):
+            self._refuse_frozen(uuid, 'releasing its snapshots')
+            result = self.engine.release(uuid, spec['disks'])
+        return dict(result, instance_uuid=uuid)
+
+    @_operation('adopt')
+    def adopt(self, op, spec):
+        spec = _adopt_spec(spec)
+        record = self.engine.store.get(spec['snapshot_id'])
+        uuid = record['instance_uuid']
+        with self._claim([uuid], op):
+            disk = self.engine.adopt(
+                record['id'], spec['volume_id'], spec['file'],
+                spec['cinder_snapshot_id'])
+        return {'snapshot_id': record['id'], 'target': disk['target'],
+                'name': disk['snapshot']}
+
     def _thaw_all(self):
         """Thaw every guest this agent froze (on stop)."""
         for state in self.watchdog.release_all():
@@ -335,6 +358,32 @@ def _snapshot_id(spec):
     if not isinstance(spec, dict) or not spec.get('snapshot_id'):
         raise exception.InvalidRequest('spec needs a snapshot_id')
     return spec['snapshot_id']
+
+
+def _release_spec(spec):
+    if not isinstance(spec, dict) or not spec.get('instance'):
+        raise exception.InvalidRequest('release spec needs an instance')
+    disks = spec.get('disks')
+    if not isinstance(disks, list) or not disks:
+        raise exception.InvalidRequest('release spec needs disks')
+    for disk in disks:
+        if not isinstance(disk, dict) or not disk.get('target') or not (
+                disk.get('name') or '').startswith('snapext-'):
+            raise exception.InvalidRequest(
+                'each disk to release needs a target and a snapext-* '
+                'internal snapshot name: %r' % (disk,))
+    return {'instance': spec['instance'],
+            'disks': [{'target': d['target'], 'file': d.get('file'),
+                       'volume_id': d.get('volume_id'), 'name': d['name']}
+                      for d in disks]}
+
+
+def _adopt_spec(spec):
+    keys = ('snapshot_id', 'volume_id', 'file', 'cinder_snapshot_id')
+    if not isinstance(spec, dict) or not all(spec.get(k) for k in keys):
+        raise exception.InvalidRequest('adopt spec needs %s'
+                                       % ', '.join(keys))
+    return {k: spec[k] for k in keys}
 
 
 def _capture_spec(spec):

@@ -16,11 +16,12 @@ class AgentAPI(object):
     * 1.0 - Initial version: ping, freeze, thaw, capture, revert, status.
     * 1.1 - Add delete (merge a snapshot away; its children survive).
     * 1.2 - Add current (the snapshot an instance's disks descend from).
-
     * 2.0 - Disk states are qcow2 internal snapshots inside the disks' own
       files: capture's spec has no 'overlays' or 'reuse_overlays', delete
       drops the internal snapshots instead of merging files; add tree (the
       records with each one's availability, which only the host can tell).
+    * 2.1 - Add release (drop internal snapshots Cinder owns from an
+      instance's disks) and adopt (Cinder takes over one disk of a record).
 
     Every method takes the request context as a dict (an oslo.context
     object is turned into one) and the target ``host`` (the compute host's
@@ -35,7 +36,7 @@ class AgentAPI(object):
     """
 
     VERSION_ALIASES = {}
-    LATEST = '2.0'
+    LATEST = '2.1'
 
     def __init__(self, conf, transport=None):
         self.conf = conf
@@ -164,6 +165,34 @@ class AgentAPI(object):
             'state' (available, unavailable) and 'reason']}
         """
         return self._call(ctxt, host, 'tree', instance=instance)
+
+    def release(self, ctxt, host, spec):
+        """Drop internal snapshots from disks of a running instance.
+
+        Cinder's delete of a snapshot of an attached volume: the agent
+        drops the named internal snapshot from the disk (through QEMU when
+        the domain runs, qemu-img otherwise), and each snapext record that
+        named it forgets that disk (a record left with nothing is deleted).
+
+        :param spec: {'instance': uuid, 'disks': [{'target': dev, 'file':
+            basename the disk's file must have (or None), 'volume_id',
+            'name': internal snapshot name}]}
+        :returns: {'op_id', 'instance_uuid', 'released': [dev],
+            'records': {record id: 'updated' | 'deleted'}}
+        """
+        return self._call(ctxt, host, 'release', version='2.1',
+                          spec=dict(spec),
+                          timeout=self.conf.snapext.rpc_capture_timeout)
+
+    def adopt(self, ctxt, host, spec):
+        """Cinder takes over one volume disk of a snapext record.
+
+        :param spec: {'snapshot_id': record id, 'volume_id', 'file': the
+            volume file's basename, 'cinder_snapshot_id'}
+        :returns: {'op_id', 'snapshot_id', 'target', 'name'}
+        """
+        return self._call(ctxt, host, 'adopt', version='2.1',
+                          spec=dict(spec))
 
     def status(self, ctxt, host, op_id):
         """What a recent operation of this agent is doing, or did.

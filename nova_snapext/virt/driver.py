@@ -14,6 +14,7 @@ import os
 from nova.compute import power_state
 from nova.compute import task_states
 import nova.conf
+from nova import context as nova_context
 from nova import exception as nova_exception
 from nova import objects
 from nova import utils as nova_utils
@@ -28,6 +29,7 @@ from nova_snapext.capture import engine as engine_mod
 from nova_snapext import conf as snapext_conf
 from nova_snapext import exception
 from nova_snapext.rpc import agent
+from nova_snapext import task_states as snapext_task_states
 from nova_snapext.virt import lifecycle
 from nova_snapext.virt import policy
 from nova_snapext.virt import resume
@@ -60,6 +62,8 @@ class SnapextLibvirtDriver(libvirt_driver.LibvirtDriver):
 
     def init_host(self, host):
         super().init_host(host)
+        snapext_task_states.clear_stale(nova_context.get_admin_context(),
+                                        CONF.host)
         self.snapext.recover()
         self._snapext_agent = agent.AgentService(CONF, self.snapext,
                                                  CONF.host)
@@ -338,6 +342,8 @@ class SnapextLibvirtDriver(libvirt_driver.LibvirtDriver):
         """
         try:
             record = self.snapext.store.get(snapshot_id)
+            policy.check_volume_sources(
+                record, resume.volume_sources(context, instance))
             memory_file = self.snapext.store.local_path(
                 record, record['memory']['location'])
             saved_xml = self._host.get_connection().saveImageGetXMLDesc(

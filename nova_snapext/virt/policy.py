@@ -6,6 +6,8 @@ rules are unit-tested without Nova.
 
 from oslo_utils import strutils
 
+from nova_snapext import exception
+
 SYSMETA_PREFIX = 'image_'
 
 
@@ -75,3 +77,36 @@ def resumable_snapshot(instance_sysmeta):
     if instance_sysmeta.get(SYSMETA_PREFIX + 'snapext_kind') != 'full':
         return None
     return instance_sysmeta.get(SYSMETA_PREFIX + 'snapext_manifest')
+
+
+def check_volume_sources(record, volume_sources):
+    """Refuse to resume unless each volume holds the snapshot's state.
+
+    The memory of a full snapshot may only resume on disks that hold the
+    state of the same instant.  A volume's state reaches a new server only
+    through the Cinder snapshot that owns it: each of the record's volume
+    disks must have one (``cinder_snapshot_id``, set when Cinder adopted
+    it), and the new server's volume on that device must have been created
+    from exactly that snapshot.
+
+    :param volume_sources: {target: the Cinder snapshot id the new
+        instance's volume there was created from, or None}
+    :raises InvalidRequest: the first mismatch; the caller boots cold
+    """
+    for disk in record['disks']:
+        if not disk.get('volume_id'):
+            continue
+        wanted = disk.get('cinder_snapshot_id')
+        if not wanted:
+            raise exception.InvalidRequest(
+                'volume %s (%s) of snapshot %s has no Cinder snapshot, so '
+                'no new volume holds its state' % (
+                    disk['volume_id'], disk['target'], record['id']))
+        got = volume_sources.get(disk['target'])
+        if got != wanted:
+            raise exception.InvalidRequest(
+                'the new instance\'s %s was created from %s, not from '
+                'Cinder snapshot %s of volume %s' % (
+                    disk['target'],
+                    'snapshot %s' % got if got else 'no snapshot',
+                    wanted, disk['volume_id']))

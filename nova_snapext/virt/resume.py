@@ -8,6 +8,9 @@ the XML Nova generated for it.  Pure functions over XML strings.
 
 from xml.etree import ElementTree as ET
 
+from nova import block_device
+from nova import objects
+
 from nova_snapext.capture import domain_xml
 from nova_snapext import exception
 
@@ -122,3 +125,15 @@ def adopt(nova_xml, source_dir=None):
         return xml
 
     return edit
+
+
+def volume_sources(context, instance):
+    """{target: Cinder snapshot id} of the instance's volumes (from BDMs).
+
+    A volume Nova created from an image's snapshot mapping keeps that
+    snapshot id in its block device mapping; others map to None.
+    """
+    bdms = objects.BlockDeviceMappingList.get_by_instance_uuid(
+        context, instance.uuid)
+    return {block_device.strip_dev(b.device_name): b.snapshot_id
+            for b in bdms if b.is_volume and b.device_name}

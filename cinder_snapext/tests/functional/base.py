@@ -133,8 +133,19 @@ class CinderGuestTestCase(base.GroupTestCase):
     def share_files(self):
         return sorted(os.listdir(self.share))
 
-    def info(self, volume):
-        path = self.driver._local_path_volume_info(volume)
-        if not os.path.exists(path):
-            return None
-        return self.driver._read_info_file(path)
+    def internal(self, volume):
+        """The internal snapshots inside the volume's file."""
+        return self.driver.internal_snapshots(volume)
+
+    def assert_untouched(self, volume):
+        """Cinder's records still name the one volume file.
+
+        No .info, no overlay, the attachment's connection_info unchanged.
+        """
+        self.assertFalse(os.path.exists(
+            self.driver._local_path_volume_info(volume)))
+        self.assertEqual([volume.name], [
+            f for f in self.share_files() if f.startswith(volume.name)])
+        for att in volume.volume_attachment or []:
+            if att.connection_info:
+                self.assertEqual(volume.name, att.connection_info['name'])

@@ -81,7 +81,7 @@ class ConsistentGroupSnapshotTest(base.CinderGuestTestCase):
                              'together: %s' % probes)
         guest_window_ms = stall[3] - stall[2]
         # ...and both attached volumes were captured inside it, in one
-        # atomic libvirt call: one manifest names both, quiesced.
+        # QMP transaction: one manifest names both, quiesced.
         meta_b, meta_c = snapshots[0].metadata, snapshots[1].metadata
         self.assertEqual(meta_b['snapext_manifest'],
                          meta_c['snapext_manifest'])
@@ -105,20 +105,18 @@ class ConsistentGroupSnapshotTest(base.CinderGuestTestCase):
         print('group snapshot: %s' % report)
         self.assertLess(agent_window_ms, 30000)
 
-        # RemoteFS bookkeeping: .info and connection_info follow the overlay
-        for volume, snapshot in zip(self.volumes, snapshots):
-            volume = self.reload(volume)
-            info = self.info(volume)
-            self.assertEqual('%s.%s' % (volume.name, snapshot.id),
-                             info['active'])
-            self.assertEqual(info['active'], info[snapshot.id])
-            if volume.id != v_free.id:
-                self.assertEqual(
-                    info['active'],
-                    volume.volume_attachment[0].connection_info['name'])
+        # Each snapshot is an internal snapshot inside the volume's own
+        # file: Cinder's records (no .info, connection_info, the guest's
+        # disks) still name the files that hold the live data.
+        names = [s.provider_location for s in snapshots]
+        self.assertEqual(['snapext-' + meta_b['snapext_manifest']] * 2,
+                         names[:2])
+        self.assertEqual('snapext-' + snapshots[2].id, names[2])
+        for volume, name in zip(self.volumes, names):
+            self.assert_untouched(self.reload(volume))
+            self.assertEqual([name], self.internal(volume))
         for dev, volume in (('vdb', v_b), ('vdc', v_c)):
-            active = self.info(volume)['active']
-            self.assertIn(os.path.join(self.share, active),
+            self.assertIn(self.driver.local_path(volume),
                           g.refresh().XMLDesc(0))
 
         # The guest carries on writing after the snapshot
@@ -160,15 +158,14 @@ class ConsistentGroupSnapshotTest(base.CinderGuestTestCase):
         self.assertIsNone(base.guest_file_sha256(
             self.driver.local_path(clones[1]), '/after.bin'))
 
-        # Deleting the group snapshot merges it away; the guest keeps its
+        # Deleting the group snapshot drops the internal snapshots (live,
+        # through the agent, for the attached ones); the guest keeps its
         # data and the volumes their files
         self.manager.delete_group_snapshot(self.context,
                                            self.reload(group_snapshot))
-        for volume, snapshot in zip(self.volumes, snapshots):
-            info = self.info(self.reload(volume))
-            self.assertNotIn(snapshot.id, info)
-            self.assertTrue(os.path.exists(
-                os.path.join(self.share, info['active'])))
+        for volume in self.volumes:
+            self.assertEqual([], self.internal(volume))
+            self.assert_untouched(self.reload(volume))
         for d in ('vdb', 'vdc'):
             self.assertIsNotNone(g.sha256(AFTER % d))
             g.write_file('/mnt/%s/after-delete.bin' % d)
@@ -185,42 +182,50 @@ class GenericAndFailureTest(base.CinderGuestTestCase):
         self.manager.create_group_snapshot(self.context, plain)
         self.assertEqual(fields.GroupSnapshotStatus.AVAILABLE,
                          self.reload(plain).status)
-        for s in plain_snaps:
-            self.reload(s)
-            self.assertNotIn('snapext_manifest', self.reload(s).metadata)
+        # one capture per attached volume (no common instant), none for
+        # the unattached one
+        manifests = [self.reload(s).metadata.get('snapext_manifest')
+                     for s in plain_snaps]
+        self.assertIsNone(manifests[2])
+        self.assertNotEqual(manifests[0], manifests[1])
+        self.assertTrue(all(manifests[:2]))
         files = self.share_files()
-        infos = {v.id: self.info(self.reload(v)) for v in self.volumes}
+        internal = {v.id: self.internal(v) for v in self.volumes}
+        self.assertEqual(
+            {v.id: [s.provider_location] for v, s in zip(
+                self.volumes, [self.reload(s) for s in plain_snaps])},
+            internal)
 
-        # With the flag, and libvirt failing mid-capture: vdc's overlay
-        # is not a qcow2 image, so QEMU cannot open it in the transaction.
-        real = snapext_driver.SnapextNfsDriver._do_create_snapshot
+        # With the flag, and the check after the capture failing for vdc:
+        # the capture of both volumes is undone through the agent.
+        real = snapext_driver.SnapextNfsDriver._disk_of
         v_c = self.volumes[1]
 
-        def bad_vdc_overlay(drv, snapshot, backing, path):
-            real(drv, snapshot, backing, path)
-            if snapshot.volume_id == v_c.id:
-                with open(path, 'wb') as f:
-                    f.write(b'not a qcow2 image' * 1000)
+        def bad_vdc(drv, manifest, volume, target):
+            if volume.id == v_c.id:
+                raise snapext_driver.cinder_exception.VolumeDriverException(
+                    message='injected: vdc is not the volume')
+            return real(drv, manifest, volume, target)
 
         group_snapshot, snapshots = self.make_group_snapshot(
             self.group_type, self.group, self.volumes)
-        with mock.patch.object(snapext_driver.SnapextNfsDriver,
-                               '_do_create_snapshot', bad_vdc_overlay):
+        with mock.patch.object(snapext_driver.SnapextNfsDriver, '_disk_of',
+                               bad_vdc):
             e = self.assertRaises(
                 snapext_driver.exception.GroupSnapshotFailed,
                 self.manager.create_group_snapshot, self.context,
                 group_snapshot)
-        self.assertIn('snapshot of %s failed' % g.name, str(e))
+        self.assertIn('injected', str(e))
         self.assertEqual(fields.GroupSnapshotStatus.ERROR,
                          self.reload(group_snapshot).status)
         for s in snapshots:
             self.assertEqual(fields.SnapshotStatus.ERROR,
                              self.reload(s).status)
         self.assertEqual('thawed', g.freeze_status())
-        # no overlay left, the .info files as they were
+        # no internal snapshot of the failed group left, files as they were
         self.assertEqual(files, self.share_files())
-        self.assertEqual(infos, {v.id: self.info(self.reload(v))
-                                 for v in self.volumes})
+        self.assertEqual(internal, {v.id: self.internal(v)
+                                    for v in self.volumes})
         g.write_file('/mnt/vdc/still-writable.bin')
 
 

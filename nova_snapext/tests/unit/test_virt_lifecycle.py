@@ -8,6 +8,7 @@ machine: these tests are what proves them.
 
 from unittest import mock
 
+import fixtures
 from nova.compute import task_states
 from nova.compute import vm_states
 from nova import objects
@@ -279,7 +280,11 @@ class HookTest(testtools.TestCase):
         self.driver._host.get_connection().saveImageGetXMLDesc.return_value = (
             saved)
         self.engine.store.get.return_value = {'instance_uuid': 'u0',
-                                              'memory': {'location': 'm'}}
+                                              'memory': {'location': 'm'},
+                                              'disks': []}
+        # an image-backed root: no volume to check
+        self.useFixture(fixtures.MockPatch(
+            'nova_snapext.virt.resume.volume_sources', return_value={}))
         self.engine.clone.side_effect = RuntimeError('restore failed')
         self.driver._snapext_resume['u1'] = 's1'
         self.assertEqual('cold', self.driver._create_guest(

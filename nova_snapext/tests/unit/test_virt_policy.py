@@ -168,3 +168,46 @@ def _saved_from(nova_xml):
             .replace('/inst/2/', '/inst/1/').replace('<nova>new', '<nova>old')
             .replace('fa:16:3e:00:00:02', 'fa:16:3e:00:00:01')
             .replace('br-new', 'br-old').replace('tap2', 'tap1'))
+
+
+class VolumeSourcesTest(testtools.TestCase):
+    """Memory resumes only on volumes made from the snapshot's own state."""
+
+    record = {'id': 'snap-1', 'disks': [
+        {'target': 'vda', 'role': 'root', 'volume_id': 'vol-root',
+         'cinder_snapshot_id': 'cs-root'},
+        {'target': 'vdb', 'role': 'volume', 'volume_id': 'vol-data',
+         'cinder_snapshot_id': 'cs-data'},
+        {'target': 'vdc', 'role': 'disk', 'volume_id': None,
+         'cinder_snapshot_id': None}]}
+
+    def test_volumes_from_exactly_those_snapshots_resume(self):
+        policy.check_volume_sources(self.record, {'vda': 'cs-root',
+                                                  'vdb': 'cs-data'})
+
+    def test_any_other_volume_boots_cold(self):
+        for sources, words in [
+                ({'vda': 'cs-root'}, 'vdb was created from no snapshot'),
+                ({'vda': 'cs-root', 'vdb': None}, 'from no snapshot'),
+                ({'vda': 'cs-other', 'vdb': 'cs-data'},
+                 'from snapshot cs-other, not from Cinder snapshot cs-root'),
+                ({}, 'vda was created from no snapshot')]:
+            e = self.assertRaises(exception.InvalidRequest,
+                                  policy.check_volume_sources, self.record,
+                                  sources)
+            self.assertIn(words, str(e))
+
+    def test_a_volume_cinder_never_adopted_boots_cold(self):
+        # the old 0-byte images: a volume with no Cinder snapshot at all
+        record = {'id': 'snap-2', 'disks': [
+            {'target': 'vda', 'role': 'root', 'volume_id': 'vol-root',
+             'cinder_snapshot_id': None}]}
+        e = self.assertRaises(exception.InvalidRequest,
+                              policy.check_volume_sources, record,
+                              {'vda': None})
+        self.assertIn('has no Cinder snapshot', str(e))
+
+    def test_image_backed_root_needs_no_volume(self):
+        record = {'id': 'snap-3', 'disks': [
+            {'target': 'vda', 'role': 'root', 'volume_id': None}]}
+        policy.check_volume_sources(record, {})

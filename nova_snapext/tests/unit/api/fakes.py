@@ -94,6 +94,8 @@ class Agent(object):
         self.current_id = None
         # {snapshot id: reason} the host reports
         self.unavailable = {}
+        # called(method, spec) inside capture, revert and delete
+        self.during = None
         self._ids = ('snap-%d' % i for i in itertools.count(1))
 
     def _enter(self, method, ctxt, host, arg):
@@ -104,13 +106,15 @@ class Agent(object):
 
     def capture(self, ctxt, host, spec):
         self._enter('capture', ctxt, host, spec)
+        if self.during is not None:
+            self.during('capture', spec)
         snapshot_id = next(self._ids)
         uuid = spec['instance']
+        # As the engine: an internal snapshot per disk, none of them
+        # Cinder's yet (Cinder adopts them later).
         disks = [{'target': target, 'role': role['role'],
                   'volume_id': role['volume_id'],
-                  'cinder_snapshot_id': ('csnap-' + role['volume_id']
-                                         if role['role'] == 'volume'
-                                         else None),
+                  'cinder_snapshot_id': None,
                   'path': '/srv/%s/%s' % (snapshot_id, target),
                   'format': 'qcow2', 'virtual_size': 1 << 30,
                   'snapshot': 'snapext-' + snapshot_id,
@@ -126,10 +130,14 @@ class Agent(object):
 
     def revert(self, ctxt, host, spec):
         self._enter('revert', ctxt, host, spec)
+        if self.during is not None:
+            self.during('revert', spec)
         self.current_id = spec['snapshot_id']
 
     def delete(self, ctxt, host, spec):
         self._enter('delete', ctxt, host, spec)
+        if self.during is not None:
+            self.during('delete', spec)
         self.store.delete(spec['snapshot_id'])
 
     def tree(self, ctxt, host, instance_uuid):
@@ -138,6 +146,56 @@ class Agent(object):
         return {'instance_uuid': instance_uuid, 'current': self.current_id,
                 'snapshots': manifest.tree(records, self.current_id,
                                            self.unavailable)}
+
+
+class VolumeAPI(object):
+    """nova.volume.cinder.API, as far as createImage uses it."""
+
+    def __init__(self):
+        self.snapshots = {}
+        self.calls = []
+        self.limits = {'totalSnapshotsUsed': 0, 'maxTotalSnapshots': -1}
+        self.fail_on = None
+        self._ids = ('csnap-%d' % i for i in itertools.count(1))
+
+    def get(self, context, volume_id):
+        return {'id': volume_id, 'display_description': 'about ' + volume_id}
+
+    def get_absolute_limits(self, context):
+        return dict(self.limits)
+
+    def create_snapshot_adopting(self, context, volume_id, name, description,
+                                 metadata):
+        self.calls.append(('create', volume_id, name, description, metadata))
+        if volume_id == self.fail_on:
+            raise nova_exception.OverQuota(overs='snapshots')
+        snapshot = {'id': next(self._ids), 'volume_id': volume_id,
+                    'status': 'creating', 'metadata': dict(metadata)}
+        self.snapshots[snapshot['id']] = snapshot
+        return snapshot
+
+
+class TaskStateDB(object):
+    """Instance.save as Nova's database does it, for task_state only.
+
+    ``states`` is the database's task_state per instance; a save with
+    ``expected_task_state`` fails as Nova's does when it differs.
+    """
+
+    def __init__(self):
+        self.states = {}
+        self.saves = []
+
+    def save(self, instance, expected_task_state=None):
+        actual = self.states.get(instance.uuid)
+        if expected_task_state is not None and (
+                actual not in expected_task_state):
+            raise nova_exception.UnexpectedTaskStateError(
+                instance_uuid=instance.uuid, expected=expected_task_state,
+                actual=actual)
+        self.states[instance.uuid] = instance.task_state
+        self.saves.append((instance.uuid, instance.task_state,
+                           expected_task_state))
 
 
 class Conflict_Remote(Exception):

@@ -58,10 +58,18 @@ class FilterTestCase(testtools.TestCase):
         self.compute = fakes.ComputeAPI()
         self.images = fakes.ImageAPI()
         self.agent = fakes.Agent(self.store)
+        self.volumes = fakes.VolumeAPI()
         self.nova = Downstream()
         self.app = api_filter.SnapextFilter(
             self.nova, CONF, controller.Controller(
-                CONF, self.store, self.compute, self.images, self.agent))
+                CONF, self.store, self.compute, self.images, self.agent,
+                self.volumes))
+        self.db = fakes.TaskStateDB()
+        db = self.db
+        self.useFixture(fixtures.MockPatch(
+            'nova.objects.Instance.save', autospec=True,
+            side_effect=lambda inst, expected_task_state=None: db.save(
+                inst, expected_task_state)))
         self.server = self.compute.add(fakes.instance())
         self.bdms = {}
         self.useFixture(fixtures.MockPatch(
@@ -320,6 +328,17 @@ class DeleteTest(FilterTestCase):
             mock.ANY, self.server.uuid, controller.DELETE_ACTION,
             want_result=False)
 
+    def test_delete_holds_the_task_state(self):
+        record = self.snapshot()
+        seen = []
+        self.agent.during = lambda method, spec: seen.append(
+            self.db.states.get(self.server.uuid))
+        resp = self.request('/snapext-snapshots/%s' % record['id'],
+                            method='DELETE')
+        self.assertEqual(204, resp.status_int, resp.text)
+        self.assertEqual(['snapext_deleting'], seen)
+        self.assertIsNone(self.db.states[self.server.uuid])
+
     def test_delete_needs_a_member(self):
         record = self.snapshot()
         reader = self.context(fakes.PROJECT, 'reader')
@@ -426,6 +445,32 @@ class RevertTest(FilterTestCase):
             self.assertFault(resp, 409, 'conflictingRequest', words)
         self.assertEqual(['capture'], [c[0] for c in self.agent.calls])
 
+    def test_revert_holds_the_task_state_for_the_whole_action(self):
+        record = self.snapshot()
+        seen = []
+        self.agent.during = lambda method, spec: seen.append(
+            self.db.states.get(self.server.uuid))
+        resp = self.revert({'snapextRevert': {'snapshot_id': record['id']}})
+        self.assertEqual(202, resp.status_int, resp.text)
+        self.assertEqual(['snapext_reverting'], seen)
+        self.assertIsNone(self.db.states[self.server.uuid])
+        self.assertIsNone(self.server.task_state)
+        # cleared on failure too
+        self.agent.error = exception.RevertFailed('libvirt failed')
+        resp = self.revert({'snapextRevert': {'snapshot_id': record['id']}})
+        self.assertEqual(500, resp.status_int)
+        self.assertIsNone(self.db.states[self.server.uuid])
+
+    def test_revert_that_lost_the_race_is_409(self):
+        # a stop set its task state after the revert read the server
+        record = self.snapshot()
+        self.db.states[self.server.uuid] = 'powering-off'
+        resp = self.revert({'snapextRevert': {'snapshot_id': record['id']}})
+        self.assertFault(resp, 409, 'conflictingRequest',
+                         'Actual: powering-off')
+        self.assertEqual(['capture'], [c[0] for c in self.agent.calls])
+        self.assertEqual('powering-off', self.db.states[self.server.uuid])
+
     def test_revert_needs_a_member(self):
         record = self.snapshot()
         resp = self.revert({'snapextRevert': {'snapshot_id': record['id']}},
@@ -492,16 +537,61 @@ class CreateImageTest(FilterTestCase):
         self.assertEqual('test', props['purpose'])
         self.assertEqual('/dev/vda', props['root_device_name'])
         self.assertTrue(props['bdm_v2'])
+        # Nova's shape: every volume as a Cinder snapshot, here ones that
+        # adopt the captured state instead of taking a new one
         self.assertEqual(
-            [('snapshot', 'csnap-vol-data', '/dev/vdb')],
-            [(m['source_type'], m['snapshot_id'], m['device_name'])
-             for m in props['block_device_mapping']])
+            [('snapshot', 'csnap-1', '/dev/vda', 0),
+             ('snapshot', 'csnap-2', '/dev/vdb', None)],
+            [(m['source_type'], m['snapshot_id'], m['device_name'],
+              m['boot_index']) for m in props['block_device_mapping']])
+        self.assertEqual(
+            [('create', volume_id, 'snapshot for snap',
+              'about ' + volume_id,
+              {'snapext_adopt': 'snap-1', 'snapext_host': 'compute1'})
+             for volume_id in ('vol-root', 'vol-data')],
+            self.volumes.calls)
         self.actions.assert_called_once_with(
             mock.ANY, self.server.uuid, 'createImage', want_result=False)
 
         resp = self.create_image()
         props = self.images.images[resp.json_body['image_id']]['properties']
         self.assertEqual('snap-1', props['snapext_parent'])
+
+    def test_the_capture_holds_nova_image_snapshot_task_state(self):
+        seen = []
+        self.agent.during = lambda method, spec: seen.append(
+            self.db.states.get(self.server.uuid))
+        resp = self.create_image()
+        self.assertEqual(202, resp.status_int, resp.text)
+        self.assertEqual(['image_snapshot'], seen)
+        self.assertIsNone(self.db.states[self.server.uuid])
+        self.assertEqual(
+            [(self.server.uuid, 'image_snapshot', [None]),
+             (self.server.uuid, None, ['image_snapshot'])], self.db.saves)
+
+    def test_a_stop_that_won_the_race_is_409(self):
+        self.db.states[self.server.uuid] = 'powering-off'
+        resp = self.create_image()
+        self.assertFault(resp, 409, 'conflictingRequest', 'powering-off')
+        self.assertEqual([], self.agent.calls)
+        self.assertEqual('powering-off', self.db.states[self.server.uuid])
+
+    def test_over_snapshot_quota_is_403_before_capturing(self):
+        self.volumes.limits = {'totalSnapshotsUsed': 9,
+                               'maxTotalSnapshots': 10}
+        resp = self.create_image()
+        self.assertFault(resp, 403, 'forbidden', 'snapshots')
+        self.assertEqual([], self.agent.calls)
+
+    def test_failed_cinder_snapshot_drops_the_record(self):
+        self.volumes.fail_on = 'vol-data'
+        resp = self.create_image()
+        self.assertFault(resp, 403, 'forbidden')
+        self.assertEqual(['capture', 'delete'],
+                         [c[0] for c in self.agent.calls])
+        self.assertEqual({}, self.images.images)
+        self.assertEqual([], self.store.list(self.server.uuid))
+        self.assertIsNone(self.db.states[self.server.uuid])
 
     def test_before_2_45_the_image_is_in_location(self):
         resp = self.create_image(version='2.1')
@@ -519,6 +609,8 @@ class CreateImageTest(FilterTestCase):
         resp = self.create_image()
         self.assertEqual({'nova': True}, resp.json_body)
         self.assertFalse(self.actions.called)
+        # Nova's createImage finds the task state free again
+        self.assertIsNone(self.db.states[self.server.uuid])
         # asked for explicitly, the refusal is the answer
         resp = self.create_image(metadata={'snapext_full': 'true'})
         self.assertEqual(400, resp.status_int)
