@@ -342,8 +342,7 @@ class SnapextLibvirtDriver(libvirt_driver.LibvirtDriver):
         """
         try:
             record = self.snapext.store.get(snapshot_id)
-            policy.check_volume_sources(
-                record, resume.volume_sources(context, instance))
+            resume.check_volumes(context, instance, record)
             memory_file = self.snapext.store.local_path(
                 record, record['memory']['location'])
             saved_xml = self._host.get_connection().saveImageGetXMLDesc(

@@ -13,6 +13,7 @@ from nova import objects
 
 from nova_snapext.capture import domain_xml
 from nova_snapext import exception
+from nova_snapext.virt import policy
 
 
 def _sizes(root):
@@ -125,6 +126,17 @@ def adopt(nova_xml, source_dir=None):
         return xml
 
     return edit
+
+
+def check_volumes(context, instance, record):
+    """Refuse (InvalidRequest) unless the volumes hold the record's state.
+
+    A record without volumes (an image-backed server's) needs no look at
+    the block device mappings.
+    """
+    if any(d.get('volume_id') for d in record.get('disks') or ()):
+        policy.check_volume_sources(record, volume_sources(context,
+                                                           instance))
 
 
 def volume_sources(context, instance):
