@@ -105,9 +105,13 @@ start_service() {
     echo "$hash" >"$RUN/$name.hash"
 }
 
-# hash FILE...: of the files' contents and the installed snapext.
+# hash FILE...: of the files' contents (and of the installed snapext for
+# the services that load it).
 hash_of() {
-    { cat "$@"; cat "$RUN/snapext.stamp" 2>/dev/null; } | sha256sum | cut -d' ' -f1
+    cat "$@" | sha256sum | cut -d' ' -f1
+}
+snapext_hash_of() {
+    cat "$@" "$RUN/snapext.stamp" | sha256sum | cut -d' ' -f1
 }
 
 gunicorn_service() {
@@ -118,11 +122,13 @@ gunicorn_service() {
     while [[ $# -gt 0 && "$1" != -- ]]; do files+=("$1"); shift; done
     [[ $# -gt 0 ]] && shift
     envs=("$@")
+    local hasher=hash_of
+    [[ $name == nova-* || $name == cinder-* ]] && hasher=snapext_hash_of
     local cmd=("$venv/bin/gunicorn" --pythonpath "$AIO_HERE/wsgi"
                --chdir "$RUN" --bind "127.0.0.1:$port" --workers "$workers"
                --threads 4 --timeout 600 --graceful-timeout 5 --name "$name"
                --error-logfile "$LOGS/$name.gunicorn.log" "$module:application")
-    start_service "$name" "$(echo "${cmd[*]} ${envs[*]}" | cat - "${files[@]}" | hash_of /dev/stdin)" \
+    start_service "$name" "$(echo "${cmd[*]} ${envs[*]}" | cat - "${files[@]}" | $hasher /dev/stdin)" \
         "${envs[@]}" "${cmd[@]}"
 }
 
@@ -212,7 +218,7 @@ venv_install() {
 
 OS_PACKAGES=(keystone glance openstack-placement nova neutron
              python-openstackclient python-novaclient python-cinderclient
-             osc-lib gunicorn pymysql python-memcached)
+             osc-lib gunicorn pymysql python-memcached wheel)
 CINDER_PACKAGES=(cinder gunicorn pymysql python-memcached)
 TEMPEST_PACKAGES=(tempest)
 
@@ -229,12 +235,17 @@ install_snapext() {
     local wheels=$AIO/wheels
     rm -rf "$wheels"
     mkdir -p "$wheels"
-    "$VENV/bin/pip" wheel -q --no-deps -w "$wheels" "$REPO" >/dev/null
+    # pbr and setuptools come with the venv: no isolated build env to fetch.
+    "$VENV/bin/pip" wheel -q --no-deps --no-build-isolation -w "$wheels" \
+        "$REPO" >/dev/null
     local wheel
     wheel=$(ls "$wheels"/snapext-*.whl)
-    local venv
+    local venv constraints
     for venv in "$VENV" "$CVENV"; do
+        constraints=$AIO_HERE/constraints-$(basename "$venv").txt
         "$venv/bin/pip" install -q --no-deps --force-reinstall "$wheel"
+        # Its requirements (libvirt-python), pinned like the rest.
+        "$venv/bin/pip" install -q -c "$constraints" "$wheel"
     done
     "$VENV/bin/python" -c 'import hashlib, sys, zipfile
 z = zipfile.ZipFile(sys.argv[1])
@@ -554,8 +565,8 @@ start_keystone() {
 start_glance_placement_neutron() {
     once glance-db-sync "$VENV/bin/glance-manage" --config-file \
         "$ETC/glance/glance-api.conf" db_sync
-    once placement-db-sync env OS_PLACEMENT_CONFIG_DIR="$ETC/placement" \
-        "$VENV/bin/placement-manage" db sync
+    once placement-db-sync "$VENV/bin/placement-manage" \
+        --config-file "$ETC/placement/placement.conf" db sync
     once neutron-db-sync "$VENV/bin/neutron-db-manage" \
         --config-file "$ETC/neutron/neutron.conf" \
         --config-file "$ETC/neutron/plugins/ml2/ml2_conf.ini" upgrade heads
@@ -589,11 +600,15 @@ start_nova() {
         OS_NOVA_CONFIG_FILES="api-paste.ini;nova.conf;nova-api.conf"
     local svc
     for svc in conductor scheduler; do
-        start_service "nova-$svc" "$(hash_of "$conf")" \
+        start_service "nova-$svc" "$(snapext_hash_of "$conf")" \
             "$VENV/bin/nova-$svc" --config-file "$conf" \
             --log-file "$LOGS/nova-$svc.log"
     done
-    start_service nova-compute "$(hash_of "$conf" "$cpu")" \
+    # The shared libvirtd may hold others' domains: see the script.
+    "$VENV/bin/python" "$AIO_HERE/nova_compute_service.py" \
+        --config-file "$conf" --config-file "$cpu" >>"$LOGS/nova-compute-service.log" 2>&1 \
+        || die "cannot register nova-compute (see $LOGS/nova-compute-service.log)"
+    start_service nova-compute "$(snapext_hash_of "$conf" "$cpu")" \
         "$VENV/bin/nova-compute" --config-file "$conf" --config-file "$cpu" \
         --log-file "$LOGS/nova-compute.log"
     wait_http nova-api http://127.0.0.1:8774/
@@ -640,7 +655,7 @@ start_cinder() {
         AIO_CINDER_CONF="$conf" AIO_CINDER_API_LOG="$LOGS/cinder-api.log"
     local svc
     for svc in scheduler volume; do
-        start_service "cinder-$svc" "$(hash_of "$conf")" \
+        start_service "cinder-$svc" "$(snapext_hash_of "$conf")" \
             "$CVENV/bin/cinder-$svc" --config-file "$conf" \
             --log-file "$LOGS/cinder-$svc.log"
     done
