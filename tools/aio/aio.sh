@@ -193,7 +193,7 @@ start_mariadb() {
 
 start_rabbitmq() {
     bash "$REPO/tools/start-rabbitmq.sh"
-    if ! rabbitmqctl -q list_vhosts 2>/dev/null | grep -qx "$VHOST"; then
+    if ! rabbitmqctl -q list_vhosts 2>/dev/null | grep -x "$VHOST" >/dev/null; then
         rabbitmqctl -q add_vhost "$VHOST" >/dev/null
     fi
     rabbitmqctl -q set_permissions -p "$VHOST" guest '.*' '.*' '.*' >/dev/null
@@ -591,7 +591,7 @@ start_nova() {
     local conf=$ETC/nova/nova.conf cpu=$ETC/nova/nova-cpu.conf
     once nova-api-db-sync nova_manage api_db sync
     once nova-map-cell0 nova_manage cell_v2 map_cell0 --database_connection "$DB/nova_cell0"
-    if ! nova_manage cell_v2 list_cells 2>/dev/null | grep -q ' cell1 '; then
+    if ! nova_manage cell_v2 list_cells 2>/dev/null | grep ' cell1 ' >/dev/null; then
         nova_manage cell_v2 create_cell --name cell1 >>"$LOGS/nova-create-cell.log" 2>&1
     fi
     once nova-db-sync nova_manage db sync
@@ -617,7 +617,7 @@ start_nova() {
     host=$(hostname)
     for _ in $(seq 120); do
         if "$VENV/bin/openstack" compute service list --service nova-compute \
-                -f value -c State 2>/dev/null | grep -qx up; then
+                -f value -c State 2>/dev/null | grep -x up >/dev/null; then
             break
         fi
         alive nova-compute || die "nova-compute died (see $LOGS/nova-compute.log)"
@@ -625,7 +625,7 @@ start_nova() {
     done
     nova_manage cell_v2 discover_hosts >>"$LOGS/nova-discover-hosts.log" 2>&1
     "$VENV/bin/openstack" hypervisor list -f value -c 'Hypervisor Hostname' \
-        | grep -q . || die "no hypervisor registered for $host"
+        | grep . >/dev/null || die "no hypervisor registered for $host"
 }
 
 # The Cinder share: its own filesystem (a tmpfs), the same files at
@@ -662,7 +662,7 @@ start_cinder() {
     wait_http cinder-api http://127.0.0.1:8776/
     for _ in $(seq 90); do
         if "$VENV/bin/openstack" volume service list --service cinder-volume \
-                -f value -c State 2>/dev/null | grep -qx up; then
+                -f value -c State 2>/dev/null | grep -x up >/dev/null; then
             break
         fi
         alive cinder-volume || die "cinder-volume died (see $LOGS/cinder-volume.log)"
@@ -724,7 +724,7 @@ destroy_servers() {
     # Only the AIO's domains: their disks live under $DATA.
     local dom
     for dom in $(virsh -q list --all --name 2>/dev/null | grep '^instance-' || true); do
-        if virsh -q domblklist "$dom" 2>/dev/null | grep -q "$DATA"; then
+        if virsh -q domblklist "$dom" 2>/dev/null | grep "$DATA" >/dev/null; then
             log "destroying $dom"
             virsh -q destroy "$dom" >/dev/null 2>&1 || true
             virsh -q undefine "$dom" --nvram >/dev/null 2>&1 \
