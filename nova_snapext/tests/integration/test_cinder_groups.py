@@ -1,0 +1,128 @@
+"""Consistent Cinder group snapshots of snapext volumes on a running guest."""
+
+import time
+import uuid
+
+from nova_snapext.tests.integration import base
+
+VOLUME_API = ['--os-volume-api-version', '3.14']
+
+
+def _name(prefix):
+    return 'snapext-it-%s-%s' % (prefix, uuid.uuid4().hex[:6])
+
+
+class GroupSnapshotTest(base.TestCase):
+
+    def wait_volume(self, volume_id, status, timeout=300):
+        deadline = time.monotonic() + timeout
+        while True:
+            volume = self.admin.block_storage.get_volume(volume_id)
+            if volume.status == status:
+                return volume
+            if volume.status.startswith('error') or (
+                    time.monotonic() > deadline):
+                self.fail('volume %s is %s, not %s'
+                          % (volume_id, volume.status, status))
+            time.sleep(1)
+
+    def wait_cli(self, kind, ident, status='available', timeout=300):
+        deadline = time.monotonic() + timeout
+        while True:
+            shown = base.cli(*VOLUME_API, 'volume', *kind.split(), 'show',
+                             ident)
+            if shown['status'] == status:
+                return shown
+            if 'error' in shown['status'] or time.monotonic() > deadline:
+                self.fail('%s %s is %s' % (kind, ident, shown['status']))
+            time.sleep(2)
+
+    def volume(self, name):
+        image = self.demo.image.find_image(base.IMAGE, ignore_missing=False)
+        volume = self.demo.block_storage.create_volume(
+            name=name, size=1, volume_type='snapext', image_id=image.id)
+        self.addCleanup(self._delete_volume, volume.id)
+        return volume
+
+    def _delete_volume(self, volume_id):
+        try:
+            self.admin.block_storage.delete_volume(volume_id, force=True)
+        except Exception:
+            pass
+
+    def attach(self, server, volume, device):
+        self.demo.compute.create_volume_attachment(server,
+                                                   volume_id=volume.id)
+        self.wait_volume(volume.id, 'in-use')
+        guest = self.guest(server.id)
+        deadline = time.monotonic() + 60
+        while guest.sh('test -b /dev/%s' % device)[0] != 0:
+            self.assertLess(time.monotonic(), deadline,
+                            '/dev/%s did not appear' % device)
+            time.sleep(0.5)
+        guest.check_sh('mkdir -p /mnt/{0} && mount -t ext4 /dev/{0} /mnt/{0}'
+                       .format(device))
+
+    def test_consistent_group_snapshot_and_group_from_it(self):
+        server, guest = self.boot(_name('group'))
+        vol_b = self.volume(_name('b'))
+        vol_c = self.volume(_name('c'))
+        for vol in (vol_b, vol_c):
+            self.wait_volume(vol.id, 'available')
+        self.attach(server, vol_b, 'vdb')
+        self.attach(server, vol_c, 'vdc')
+        sha_b = guest.write_file('/mnt/vdb/b.bin')
+        sha_c = guest.write_file('/mnt/vdc/c.bin')
+
+        # What an operator types: a group of the consistent group type.
+        group = base.cli(*VOLUME_API, 'volume', 'group', 'create',
+                         '--volume-group-type', 'snapext-consistent',
+                         '--volume-type', 'snapext', '--name', _name('g'))
+        self.wait_cli('group', group['id'])
+        base.cli(*VOLUME_API, 'volume', 'group', 'set', group['id'],
+                 '--add-volume', vol_b.id, vol_c.id, as_json=False)
+        records_before = self.api(
+            'GET', '/servers/%s/snapext-snapshots' % server.id).json()
+        gsnap = base.cli(*VOLUME_API, 'volume', 'group', 'snapshot',
+                         'create', '--volume-group', group['id'],
+                         _name('gs'))
+        self.wait_cli('group snapshot', gsnap['id'])
+        self.assertEqual('thawed', guest.freeze_status())
+
+        # One capture of both volumes, taken frozen.
+        tree = self.api('GET', '/servers/%s/snapext-snapshots'
+                        % server.id).json()
+        new = [s['id'] for s in tree['snapshots']
+               if s['id'] not in {r['id'] for r in
+                                  records_before['snapshots']}]
+        self.assertEqual(1, len(new), tree)
+        record = self.api('GET', '/snapext-snapshots/%s'
+                          % new[0]).json()['snapshot']
+        self.assertEqual('disks', record['kind'])
+        self.assertEqual('frozen', record['quiesce']['outcome'])
+        self.assertEqual({vol_b.id, vol_c.id},
+                         {d['volume_id'] for d in record['disks']
+                          if d['volume_id']})
+
+        # The guest moves on; a group made from the snapshot holds the
+        # files as they were at the snapshot.
+        guest.write_file('/mnt/vdb/b.bin')
+        group2 = base.cli(*VOLUME_API, 'volume', 'group', 'create',
+                          '--group-snapshot', gsnap['id'],
+                          '--name', _name('g2'))
+        self.wait_cli('group', group2['id'])
+        vols2 = [v for v in self.admin.block_storage.volumes(
+            details=True, all_projects=True) if v.group_id == group2['id']]
+        self.assertEqual(2, len(vols2))
+        for vol in vols2:
+            self.addCleanup(self._delete_volume, vol.id)
+        by_source = {v.snapshot_id: v for v in vols2}
+        snaps = {s.volume_id: s.id for s in self.admin.block_storage.snapshots(
+            details=True, all_projects=True)
+            if s.group_snapshot_id == gsnap['id']}
+        restored_b = by_source[snaps[vol_b.id]]
+        self.attach(server, restored_b, 'vdd')
+        self.assertEqual(sha_b, guest.sha256('/mnt/vdd/b.bin'))
+        self.assertIsNone(guest.sha256('/mnt/vdd/c.bin'))
+        self.assertNotEqual(sha_b, guest.sha256('/mnt/vdb/b.bin'))
+        self.assertEqual(sha_c, guest.sha256('/mnt/vdc/c.bin'))
