@@ -112,6 +112,11 @@ def _image(conn, name, path, disk_format, container_format, **props):
 
 def compute(guest_dir, root_disk):
     conn = _conn()
+    for project_name in TEST_USERS:
+        project = conn.identity.find_project(project_name,
+                                             domain_id='default')
+        conn.set_volume_quotas(project.id, volumes=100, snapshots=100,
+                               gigabytes=1000, groups=50)
     for name, ram in FLAVORS:
         if conn.compute.find_flavor(name) is None:
             conn.compute.create_flavor(name=name, ram=ram, vcpus=1, disk=1,

@@ -8,6 +8,14 @@ from nova_snapext.tests.integration import base
 VOLUME_API = ['--os-volume-api-version', '3.14']
 
 
+def _field(shown, name):
+    """OSC's volume group commands print "ID", "Status": title case."""
+    for key in (name, name.title(), name.upper()):
+        if key in shown:
+            return shown[key]
+    raise KeyError(name)
+
+
 def _name(prefix):
     return 'snapext-it-%s-%s' % (prefix, uuid.uuid4().hex[:6])
 
@@ -31,10 +39,11 @@ class GroupSnapshotTest(base.TestCase):
         while True:
             shown = base.cli(*VOLUME_API, 'volume', *kind.split(), 'show',
                              ident)
-            if shown['status'] == status:
+            current = _field(shown, 'status')
+            if current == status:
                 return shown
-            if 'error' in shown['status'] or time.monotonic() > deadline:
-                self.fail('%s %s is %s' % (kind, ident, shown['status']))
+            if 'error' in current or time.monotonic() > deadline:
+                self.fail('%s %s is %s' % (kind, ident, current))
             time.sleep(2)
 
     def volume(self, name):
@@ -49,6 +58,27 @@ class GroupSnapshotTest(base.TestCase):
             self.admin.block_storage.delete_volume(volume_id, force=True)
         except Exception:
             pass
+
+    def _delete_groups(self, server_id):
+        """Server first (detaches), then group snapshots, then groups."""
+        self.delete_server(server_id)
+        bs = self.admin.block_storage
+        mine = [g for g in bs.groups(all_projects=True)
+                if g.name and g.name.startswith('snapext-it-')]
+        for gsnap in bs.group_snapshots(all_projects=True):
+            if gsnap.group_id in {g.id for g in mine}:
+                bs.delete_group_snapshot(gsnap)
+        deadline = time.monotonic() + 120
+        while any(gs.group_id in {g.id for g in mine}
+                  for gs in bs.group_snapshots(all_projects=True)):
+            if time.monotonic() > deadline:
+                return
+            time.sleep(1)
+        for group in mine:
+            try:
+                bs.delete_group(group, delete_volumes=True)
+            except Exception:
+                pass
 
     def attach(self, server, volume, device):
         self.demo.compute.create_volume_attachment(server,
@@ -65,6 +95,7 @@ class GroupSnapshotTest(base.TestCase):
 
     def test_consistent_group_snapshot_and_group_from_it(self):
         server, guest = self.boot(_name('group'))
+        self.addCleanup(self._delete_groups, server.id)
         vol_b = self.volume(_name('b'))
         vol_c = self.volume(_name('c'))
         for vol in (vol_b, vol_c):
@@ -78,15 +109,15 @@ class GroupSnapshotTest(base.TestCase):
         group = base.cli(*VOLUME_API, 'volume', 'group', 'create',
                          '--volume-group-type', 'snapext-consistent',
                          '--volume-type', 'snapext', '--name', _name('g'))
-        self.wait_cli('group', group['id'])
-        base.cli(*VOLUME_API, 'volume', 'group', 'set', group['id'],
-                 '--add-volume', vol_b.id, vol_c.id, as_json=False)
+        self.wait_cli('group', _field(group, 'id'))
+        base.cli(*VOLUME_API, 'volume', 'group', 'add', 'volume',
+                 _field(group, 'id'), vol_b.id, vol_c.id, as_json=False)
         records_before = self.api(
             'GET', '/servers/%s/snapext-snapshots' % server.id).json()
         gsnap = base.cli(*VOLUME_API, 'volume', 'group', 'snapshot',
-                         'create', '--volume-group', group['id'],
-                         _name('gs'))
-        self.wait_cli('group snapshot', gsnap['id'])
+                         'create', '--name', _name('gs'),
+                         _field(group, 'id'))
+        self.wait_cli('group snapshot', _field(gsnap, 'id'))
         self.assertEqual('thawed', guest.freeze_status())
 
         # One capture of both volumes, taken frozen.
@@ -107,19 +138,25 @@ class GroupSnapshotTest(base.TestCase):
         # The guest moves on; a group made from the snapshot holds the
         # files as they were at the snapshot.
         guest.write_file('/mnt/vdb/b.bin')
-        group2 = base.cli(*VOLUME_API, 'volume', 'group', 'create',
-                          '--group-snapshot', gsnap['id'],
-                          '--name', _name('g2'))
-        self.wait_cli('group', group2['id'])
+        # OSC 10.5's "volume group create --group-snapshot" sends
+        # "source_group_id": null, which Cinder rejects (400): the cinder
+        # command it is.
+        name2 = _name('g2')
+        base.cli('--os-volume-api-version', '3.14', 'group-create-from-src',
+                 '--group-snapshot', _field(gsnap, 'id'), '--name', name2,
+                 command='cinder', as_json=False)
+        group2_id = next(g.id for g in self.demo.block_storage.groups()
+                         if g.name == name2)
+        self.wait_cli('group', group2_id)
         vols2 = [v for v in self.admin.block_storage.volumes(
-            details=True, all_projects=True) if v.group_id == group2['id']]
+            details=True, all_projects=True) if v.group_id == group2_id]
         self.assertEqual(2, len(vols2))
         for vol in vols2:
             self.addCleanup(self._delete_volume, vol.id)
         by_source = {v.snapshot_id: v for v in vols2}
         snaps = {s.volume_id: s.id for s in self.admin.block_storage.snapshots(
             details=True, all_projects=True)
-            if s.group_snapshot_id == gsnap['id']}
+            if s.group_snapshot_id == _field(gsnap, 'id')}
         restored_b = by_source[snaps[vol_b.id]]
         self.attach(server, restored_b, 'vdd')
         self.assertEqual(sha_b, guest.sha256('/mnt/vdd/b.bin'))
