@@ -9,9 +9,12 @@ LOGS=${SNAPEXT_AIO_LOGS:-/var/log/snapext-aio}
 WS=$AIO/tempest-workspace
 [[ -f $WS/etc/tempest.conf ]] || { echo "no $WS/etc/tempest.conf: run tools/aio/aio.sh up" >&2; exit 1; }
 REGEX='^tempest\.api\.(compute\.images\.(test_images_oneserver|test_images)\.|compute\.servers\.test_server_actions\.|volume\.test_volumes_snapshots\.|volume\.admin\.test_group_snapshots\.)'
+# Needs a Neutron port on the server (no port can bind in the AIO: Neutron
+# API server only, no agent): its security groups are read from its ports.
+EXCLUDE='test_remove_server_all_security_groups'
 cd "$WS"
 rc=0
-"$AIO/tempest/bin/tempest" run --regex "$REGEX" --concurrency "${SNAPEXT_TEMPEST_CONCURRENCY:-2}" "$@" \
+"$AIO/tempest/bin/tempest" run --regex "$REGEX" --exclude-regex "$EXCLUDE" --concurrency "${SNAPEXT_TEMPEST_CONCURRENCY:-2}" "$@" \
     >"$LOGS/tempest-run.log" 2>&1 || rc=$?
 "$AIO/tempest/bin/stestr" last --subunit | "$AIO/tempest/bin/subunit2csv" >"$LOGS/tempest-results.csv" || true
 "$AIO/tempest/bin/python" - "$LOGS/tempest-results.csv" <<'PY'
