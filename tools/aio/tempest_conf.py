@@ -105,6 +105,9 @@ extend_attached_volume = false
 
 [validation]
 run_validation = false
+# No floating IPs here; with "floating" (the default) tempest refuses to
+# create a validatable server without validation resources.
+connect_method = fixed
 """
 
 
