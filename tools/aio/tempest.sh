@@ -9,7 +9,7 @@ LOGS=${SNAPEXT_AIO_LOGS:-/var/log/snapext-aio}
 WS=$AIO/tempest-workspace
 [[ -f $WS/etc/tempest.conf ]] || { echo "no $WS/etc/tempest.conf: run tools/aio/aio.sh up" >&2; exit 1; }
 REGEX='^tempest\.api\.(compute\.images\.(test_images_oneserver|test_images)\.|compute\.servers\.test_server_actions\.|volume\.test_volumes_snapshots\.|volume\.admin\.test_group_snapshots\.)'
-# Needs a Neutron port on the server (no port can bind in the AIO: Neutron
+# Both need a Neutron port on the server (no port can bind in the AIO: Neutron
 # API server only, no agent): the first reads its security groups from its
 # ports, the second reads its address (tempest asks for it even without
 # validation).
