@@ -8,9 +8,9 @@ from osc_lib.command import command
 from osc_lib import exceptions
 from osc_lib import utils
 
-_LIST_COLUMNS = ('ID', 'Kind', 'Created At', 'Parent', 'Current')
+_LIST_COLUMNS = ('ID', 'Kind', 'Created At', 'Parent', 'Current', 'State')
 _SHOW_FIELDS = ('id', 'server_id', 'parent_id', 'created_at', 'kind',
-                'quiesce', 'memory', 'disks', 'image_id')
+                'state', 'reason', 'quiesce', 'memory', 'disks', 'image_id')
 
 
 def _find_server(app, name_or_id):
@@ -22,7 +22,7 @@ def _find_server(app, name_or_id):
 def _flatten(nodes, parent=None):
     for node in nodes:
         yield (node['id'], node['kind'], node['created_at'], parent,
-               node['current'])
+               node['current'], node.get('state'))
         yield from _flatten(node['children'], node['id'])
 
 

@@ -70,8 +70,10 @@ class PluginTest(testtools.TestCase):
 
 TREE = {'server_id': 'srv', 'current': 'b', 'snapshots': [
     {'id': 'a', 'kind': 'full', 'created_at': 't1', 'current': False,
+     'state': 'available',
      'children': [{'id': 'b', 'kind': 'disks', 'created_at': 't2',
-                   'current': True, 'children': []}]}]}
+                   'current': True, 'state': 'available',
+                   'children': []}]}]}
 SNAP = {'id': 'a', 'server_id': 'srv', 'parent_id': None,
         'created_at': 't1', 'kind': 'full',
         'quiesce': {'outcome': 'frozen', 'frozen_ms': 5.5},
@@ -100,10 +102,11 @@ class CommandTest(testtools.TestCase):
         columns, rows = self.run_cmd(v1.ListSnapshot, ['myserver'])
         self.app.client_manager.compute.find_server.assert_called_once_with(
             'myserver', ignore_missing=False)
-        self.assertEqual(('ID', 'Kind', 'Created At', 'Parent', 'Current'),
-                         columns)
-        self.assertEqual([('a', 'full', 't1', None, False),
-                          ('b', 'disks', 't2', 'a', True)], rows)
+        self.assertEqual(('ID', 'Kind', 'Created At', 'Parent', 'Current',
+                          'State'), columns)
+        self.assertEqual([('a', 'full', 't1', None, False, 'available'),
+                          ('b', 'disks', 't2', 'a', True, 'available')],
+                         rows)
 
     def test_show_formats_for_tables_and_keeps_data_for_json(self):
         self.api.show.return_value = SNAP
