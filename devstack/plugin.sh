@@ -1,7 +1,11 @@
 #!/bin/bash
-# snapext devstack plugin: the compute driver, the nova-api filter and the
-# [snapext] options.  Not yet run in a devstack here: the project's own
-# tests drive the same pieces directly (see README).
+# snapext devstack plugin: the compute driver, the nova-api filter, the
+# [snapext] options and, when c-vol is enabled, the Cinder backend and its
+# consistent group type.  The configuration steps live in devstack/lib/snapext,
+# which tools/aio (the project's integration cloud) runs on every test run.
+
+# shellcheck source=devstack/lib/snapext
+source "$SNAPEXT_DIR/devstack/lib/snapext"
 
 function install_snapext {
     setup_develop "$SNAPEXT_DIR"
@@ -12,32 +16,23 @@ function install_snapext {
     sudo ln -sfn "$SNAPEXT_DIR/nova/virt/snapext" "$novavirt/snapext"
 }
 
-function configure_snapext {
-    local conf
-    for conf in "$NOVA_CONF" "$NOVA_CPU_CONF"; do
-        [[ -f "$conf" ]] || continue
-        iniset "$conf" snapext full_snapshot_default "$SNAPEXT_FULL_SNAPSHOT_DEFAULT"
-        iniset "$conf" snapext file_store_path "$SNAPEXT_STORE_PATH"
-        iniset "$conf" snapext lock_path "$SNAPEXT_STORE_PATH/locks"
-    done
-    iniset "$NOVA_CPU_CONF" DEFAULT compute_driver snapext.SnapextLibvirtDriver
-    sudo install -d -o "$STACK_USER" "$SNAPEXT_STORE_PATH"
-
-    # The filter goes right after keystonecontext in both compute
-    # pipelines (etc/api-paste.ini.snippet).
-    iniset "$NOVA_API_PASTE_INI" filter:snapext use egg:snapext#snapext
-    if ! grep -q 'keystonecontext snapext' "$NOVA_API_PASTE_INI"; then
-        sed -i 's/keystonecontext /keystonecontext snapext /' "$NOVA_API_PASTE_INI"
-    fi
-}
-
-if is_service_enabled n-cpu n-api; then
+if is_service_enabled n-cpu n-api c-vol; then
     if [[ "$1" == "stack" && "$2" == "install" ]]; then
         echo_summary "Installing snapext"
         install_snapext
     elif [[ "$1" == "stack" && "$2" == "post-config" ]]; then
         echo_summary "Configuring snapext"
-        configure_snapext
+        if is_service_enabled n-cpu n-api; then
+            snapext_configure_nova
+        fi
+        if is_service_enabled c-vol; then
+            snapext_configure_cinder
+        fi
+    elif [[ "$1" == "stack" && "$2" == "extra" ]]; then
+        if is_service_enabled c-api; then
+            echo_summary "Creating the snapext volume and group types"
+            snapext_create_cinder_types
+        fi
     fi
 fi
 

@@ -1,7 +1,10 @@
 #!/bin/bash
 # The project's test command: sets up the host (packages, libvirtd, venv,
-# the guest image) and runs style checks, unit tests and the real-guest
-# functional tests.  Exits non-zero on any failure.
+# the guest image) and runs style checks, unit tests, the real-guest
+# functional tests, then brings up the AIO cloud (tools/aio) and runs the
+# integration tier and the tempest subset against it.  Exits non-zero on
+# any failure.  SNAPEXT_SKIP_AIO=1 stops after the functional tests (for a
+# quick local run; CI never sets it).
 set -euo pipefail
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 cd "$REPO"
@@ -54,6 +57,39 @@ run_stestr cinder-unit --test-path ./cinder_snapext/tests/unit run \
     || status=1
 run_stestr cinder-functional --test-path ./cinder_snapext/tests/functional \
     run --concurrency 1 || status=1
+
+if [[ "${SNAPEXT_SKIP_AIO:-0}" != 1 ]]; then
+    # The real cloud: brought up (or left as it is when it already runs),
+    # then the integration tier, which fails, never skips, without it.
+    echo "== aio up"
+    if bash tools/aio/aio.sh up; then
+        cat /var/log/snapext-aio/phases.txt
+        python3 tools/aio/rss.py /opt/snapext-aio/run --peak \
+            /var/log/snapext-aio/rss-peak.txt 2 &
+        rss_pid=$!
+    else
+        echo "aio up failed"
+        status=1
+    fi
+    run_stestr integration --test-path ./nova_snapext/tests/integration \
+        run --concurrency 1 || status=1
+    echo "== tempest"
+    tempest_out=$(mktemp)
+    bash tools/aio/tempest.sh | tee "$tempest_out" || status=1
+    tempest_line=$(grep '^tempest:' "$tempest_out" || true)
+    for kind in pass fail; do
+        n=$(echo "$tempest_line" | grep -o "[0-9]* $kind" | cut -d' ' -f1 || true)
+        [[ $kind == pass ]] && passed=$((passed + ${n:-0}))
+        [[ $kind == fail ]] && failed=$((failed + ${n:-0}))
+    done
+    rm -f "$tempest_out"
+    if [[ -n "${rss_pid:-}" ]]; then
+        kill "$rss_pid" 2>/dev/null || true
+        wait "$rss_pid" 2>/dev/null || true
+        echo "== peak memory of the AIO's services"
+        cat /var/log/snapext-aio/rss-peak.txt
+    fi
+fi
 
 echo "tests: $passed passed, $failed failed"
 exit $status

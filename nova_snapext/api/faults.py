@@ -82,8 +82,10 @@ def from_exception(exc):
     else:
         code, message = 500, str(exc)
     if code >= 500:
+        # The traceback of the exception being handled, for the operator:
+        # the response only carries a fixed sentence.
         LOG.error('snapext request failed: %s: %s',
-                  type(exc).__name__, message)
+                  type(exc).__name__, message, exc_info=exc)
         message = _SERVER_ERROR.get(code, _SERVER_ERROR[500])
     return Fault(code, message)
 

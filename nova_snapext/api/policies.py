@@ -9,6 +9,8 @@ and a denial is Nova's ``PolicyNotAuthorized``, a 403 like any compute one.
 ``oslopolicy-sample-generator --namespace nova_snapext`` documents them.
 """
 
+import threading
+
 from nova.policies import base
 from nova import policy as nova_policy
 from oslo_policy import policy
@@ -57,14 +59,32 @@ def list_rules():
     return _rules
 
 
+_lock = threading.Lock()
+
+
 def _register():
-    # nova.policy.reset() (config reload, tests) drops the enforcer, and
-    # the new one knows only Nova's rules: check on every use.
+    """Add snapext's rules to the enforcer ``context.can`` uses.
+
+    That is the one ``nova.policy.init()`` builds on the service's parsed
+    configuration.  ``nova.policy.get_enforcer()`` is not: it is meant for
+    the oslopolicy-* tools and re-parses ``CONF`` with no arguments, which
+    in a real nova-api drops its configuration files and fails on
+    keystonemiddleware's required options (``RequiredOptError: auth-url``).
+    Nova has no public accessor for its enforcer, hence ``_ENFORCER``.
+
+    ``nova.policy.reset()`` (configuration reload, tests) drops the
+    enforcer, and the new one knows only Nova's rules: checked on every
+    use.  The enforcer adds registered defaults to its rules on its next
+    ``load_rules()``, which every ``authorize()`` calls.
+    """
     nova_policy.init()
-    enforcer = nova_policy.get_enforcer()
-    for rule in _rules:
-        if rule.name not in enforcer.registered_rules:
-            enforcer.register_default(rule)
+    enforcer = nova_policy._ENFORCER
+    if all(rule.name in enforcer.registered_rules for rule in _rules):
+        return
+    with _lock:
+        for rule in _rules:
+            if rule.name not in enforcer.registered_rules:
+                enforcer.register_default(rule)
 
 
 def authorize(context, rule, instance, fatal=True):

@@ -728,6 +728,37 @@ class PolicyTest(FilterTestCase):
         self.assertFalse(policies.authorize(stranger, policies.SHOW, inst,
                                             fatal=False))
 
+    def test_configuration_is_never_parsed_again(self):
+        # A real nova-api parsed its configuration files at start; parsing
+        # CONF again with no arguments (what nova.policy.get_enforcer()
+        # does) drops them and fails on keystonemiddleware's required
+        # options.  Nova's harness never notices: it parses nothing.
+        files = list(CONF.config_file)
+        with mock.patch.object(type(CONF), '__call__',
+                               side_effect=AssertionError('CONF parsed')), \
+                mock.patch.object(nova_policy, 'get_enforcer',
+                                  side_effect=AssertionError('get_enforcer')):
+            nova_policy.reset()
+            inst = fakes.instance()
+            self.assertTrue(policies.authorize(self.member, policies.SHOW,
+                                               inst))
+            reader = self.context(fakes.PROJECT, 'reader')
+            self.assertFalse(policies.authorize(reader, policies.REVERT,
+                                                inst, fatal=False))
+        self.assertEqual(files, list(CONF.config_file))
+
+    def test_a_server_error_is_logged_with_its_traceback(self):
+        log = self.useFixture(fixtures.FakeLogger(level='ERROR'))
+        self.useFixture(fixtures.MockPatch(
+            'nova_snapext.api.controller.Controller.tree',
+            side_effect=RuntimeError('boom')))
+        resp = self.request('/servers/%s/snapext-snapshots'
+                            % self.server.uuid)
+        self.assertEqual(500, resp.status_int)
+        self.assertNotIn('boom', resp.text)
+        self.assertIn('RuntimeError: boom', log.output)
+        self.assertIn('Traceback', log.output)
+
 
 class EntryPointTest(testtools.TestCase):
 

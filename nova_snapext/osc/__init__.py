@@ -1,0 +1,1 @@
+"""The ``openstack server snapshot ...`` commands (an OSC plugin)."""

@@ -1,0 +1,1 @@
+"""Tests against a real OpenStack: tools/aio/aio.sh up first."""
