@@ -461,6 +461,9 @@ class NovaLifecycleTest(LifecycleBase):
                       lambda host: None)
         self.stub_out('nova.compute.utils.get_machine_ips',
                       lambda: [CONF.my_ip])
+        # what the database lists on this host
+        self.stub_out('nova.objects.InstanceList.get_by_host',
+                      lambda *a, **kw: objects.InstanceList(objects=[i]))
         self.driver.init_host(CONF.host)
         self.addCleanup(self.driver.cleanup_host, CONF.host)
         self.driver.resume_state_on_host_boot(
