@@ -65,6 +65,15 @@ DISK_XML = """    <disk type='file' device='disk'>
     </disk>"""
 
 
+def complete_lines(data):
+    """``data`` up to its last newline.
+
+    QEMU may be writing a line while it is read: a torn "TICK 59 123" of
+    "TICK 59 12345" would look like a tick of its own.
+    """
+    return data[:data.rfind(b'\n') + 1]
+
+
 def build_image():
     """Build (or reuse the cached) kernel and initramfs; return the dir."""
     subprocess.run(['bash', BUILD_SCRIPT, GUEST_DIR], check=True,
@@ -233,7 +242,8 @@ class Guest(object):
     def ticks(self):
         """All (counter, monotonic_ms) pairs printed so far, in order."""
         with open(self.console, 'rb') as f:
-            return [(int(n), int(ms)) for n, ms in TICK_RE.findall(f.read())]
+            return [(int(n), int(ms))
+                    for n, ms in TICK_RE.findall(complete_lines(f.read()))]
 
     def last_tick(self):
         ticks = self.ticks()
@@ -263,7 +273,7 @@ class Guest(object):
         dropping back below its predecessor.
         """
         with open(self.console, 'rb') as f:
-            head = TICK_RE.findall(f.read(offset))
+            head = TICK_RE.findall(complete_lines(f.read(offset)))
         previous = [int(head[-1][0])] if head else []
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -278,7 +288,8 @@ class Guest(object):
         """Ticks printed after byte ``offset`` of the console log."""
         with open(self.console, 'rb') as f:
             f.seek(offset)
-            return [(int(n), int(ms)) for n, ms in TICK_RE.findall(f.read())]
+            return [(int(n), int(ms))
+                    for n, ms in TICK_RE.findall(complete_lines(f.read()))]
 
 
 class TickWatcher(threading.Thread):

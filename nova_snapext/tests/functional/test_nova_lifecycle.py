@@ -140,7 +140,7 @@ class LifecycleBase(nova_base.NovaGuestTestCase):
 
     def console_mark(self, guest):
         with open(guest.console, 'rb') as f:
-            data = f.read()
+            data = guest_mod.complete_lines(f.read())
         ticks = guest_mod.TICK_RE.findall(data)
         return (len(data),
                 tuple(int(x) for x in ticks[-1]) if ticks else (-1, -1))
@@ -157,7 +157,7 @@ class LifecycleBase(nova_base.NovaGuestTestCase):
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             with open(guest.console, 'rb') as f:
-                data = f.read()
+                data = guest_mod.complete_lines(f.read())
             if len(data) < offset:
                 ticks = guest_mod.TICK_RE.findall(data)
                 if ticks:
