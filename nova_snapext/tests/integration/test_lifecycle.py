@@ -74,3 +74,40 @@ class LifecycleTest(base.TestCase):
         guest.wait_for_agent()
         self.assertEqual(before, guest.sha256('/mnt/vda/before.bin'))
         self.assertIsNone(guest.sha256('/mnt/vda/after.bin'))
+
+
+class VolumeLifecycleTest(base.VolumeMixin, base.TestCase):
+
+    def test_detach_and_attach_elsewhere_keep_the_volume_live_data(self):
+        server, guest = self.boot(_name('vol'))
+        volume = self.volume(_name('v'))
+        self.wait_volume(volume.id, 'available')
+        self.attach(server, volume, 'vdb')
+        self.write_blocks(guest, 'vdb')
+        image = base.cli('server', 'image', 'create', '--name',
+                         _name('full'), '--wait', server.id)
+        self.addCleanup(self.admin.image.delete_image, image['id'],
+                        ignore_missing=True)
+        self.assertEqual('vdb=%s' % volume.id,
+                         image['properties']['snapext_volumes'])
+        after = self.write_blocks(guest, 'vdb', seek_mib=2)
+
+        # Cinder's records still name the file that holds the live data
+        base.cli('server', 'remove', 'volume', server.id, volume.id,
+                 as_json=False)
+        self.wait_volume(volume.id, 'available')
+        other, other_guest = self.boot(_name('vol2'))
+        self.attach(other, volume, 'vdb')
+        self.assertEqual(after, self.read_blocks(other_guest, 'vdb', 2),
+                         'the volume attached elsewhere lost the write '
+                         'after the snapshot')
+        # the first server's snapshot covered vdb: it says why it cannot
+        # be reverted now
+        tree = self.api('GET', '/servers/%s/snapext-snapshots'
+                        % server.id).json()
+        [node] = tree['snapshots']
+        self.assertEqual('unavailable', node['state'])
+        self.assertEqual(409, self.api(
+            'POST', '/servers/%s/action' % server.id,
+            json_body={'snapextRevert': {'snapshot_id': node['id']}})
+            .status_code)
