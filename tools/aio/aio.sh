@@ -256,9 +256,11 @@ install_snapext() {
         # Its requirements (libvirt-python), pinned like the rest.
         "$venv/bin/pip" install -q -c "$constraints" "$wheel"
     done
+    # The wheel's files, not the wheel: its zip is not byte-reproducible.
     "$VENV/bin/python" -c 'import hashlib, sys, zipfile
 z = zipfile.ZipFile(sys.argv[1])
-print(hashlib.sha256(b"".join(z.read(n) for n in sorted(z.namelist()))).hexdigest())' \
+names = sorted(n for n in z.namelist() if not n.endswith(("RECORD", "pbr.json")))
+print(hashlib.sha256(b"".join(n.encode() + z.read(n) for n in names)).hexdigest())' \
         "$wheel" >"$RUN/snapext.stamp"
     log "installed $(basename "$wheel")"
 }
