@@ -413,6 +413,25 @@ class SnapextNfsDriver(consistency.ConsistentGroupSnapshotMixin,
     def _out_format(self):
         return 'qcow2' if self.configuration.nfs_qcow2_volumes else 'raw'
 
+    def copy_image_to_volume(self, context, volume, image_service, image_id,
+                             disable_sparse=False):
+        """The image into the volume, then the volume back to qcow2.
+
+        RemoteFS writes every image volume raw (fetch_to_raw), even with
+        ``nfs_qcow2_volumes``, where the volume was created qcow2 and its
+        admin metadata still says so; internal snapshots need qcow2.
+        """
+        super().copy_image_to_volume(context, volume, image_service,
+                                     image_id, disable_sparse=disable_sparse)
+        path = self.local_path(volume)
+        if (self._out_format() != 'qcow2' or
+                self._image_info(path)['format'] == 'qcow2'):
+            return
+        tmp = path + '.qcow2'
+        self._qemu_img('convert', '-f', 'raw', '-O', 'qcow2', path, tmp)
+        os.rename(tmp, path)
+        self._set_rw_permissions_for_all(path)
+
     def _export(self, src, name, dest, size_gb, shared=True):
         """A standalone volume file from one state of ``src``.
 

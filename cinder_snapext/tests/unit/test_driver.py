@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import subprocess
+from unittest import mock
 
 from cinder import exception as cinder_exception
 from cinder import objects
@@ -19,6 +20,7 @@ from cinder import privsep
 from cinder.tests.unit import fake_snapshot
 from cinder.tests.unit import fake_volume
 from cinder.tests.unit import utils as tests_utils
+from cinder.volume.drivers import remotefs
 import fixtures
 from oslo_utils import uuidutils
 
@@ -518,3 +520,20 @@ class DriverTest(base.GroupTestCase):
                                   '/dev/vdb')
         volume = objects.Volume.get_by_id(self.context, volume.id)
         self.assertIsNone(self.driver._attachment(volume))
+
+    def test_a_volume_from_an_image_is_qcow2_and_takes_snapshots(self):
+        volume = self.create_volume()
+
+        def fetch_raw(drv, context, vol, *args, **kwargs):
+            # what RemoteFS's fetch_to_raw leaves: a raw file
+            with open(drv.local_path(vol), 'wb') as f:
+                f.write(b'image data'.ljust(1 << 20, b'\0'))
+
+        with mock.patch.object(remotefs.RemoteFSDriver,
+                               'copy_image_to_volume', fetch_raw):
+            self.driver.copy_image_to_volume(self.context, volume, None,
+                                             'image-1')
+        self.assertEqual('qcow2',
+                         self.driver._image_info(self.path(volume))['format'])
+        snapshot = self.snapshot(volume)
+        self.assertEqual(fields.SnapshotStatus.AVAILABLE, snapshot.status)
