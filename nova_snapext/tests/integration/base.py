@@ -15,6 +15,7 @@ import json
 import os
 import subprocess
 import time
+import uuid
 
 import libvirt
 import openstack
@@ -63,6 +64,11 @@ def require_aio():
         raise AssertionError(
             'the AIO cloud is not up (%s: %s): run tools/aio/aio.sh up'
             % (type(exc).__name__, exc))
+
+
+def unique_name(prefix):
+    """A name for a test's server, image or volume, unique per run."""
+    return 'snapext-it-%s-%s' % (prefix, uuid.uuid4().hex[:6])
 
 
 class CliError(Exception):

@@ -1,7 +1,6 @@
 """Consistent Cinder group snapshots of snapext volumes on a running guest."""
 
 import time
-import uuid
 
 from nova_snapext.tests.integration import base
 
@@ -14,10 +13,6 @@ def _field(shown, name):
         if key in shown:
             return shown[key]
     raise KeyError(name)
-
-
-def _name(prefix):
-    return 'snapext-it-%s-%s' % (prefix, uuid.uuid4().hex[:6])
 
 
 class GroupSnapshotTest(base.VolumeMixin, base.TestCase):
@@ -56,10 +51,10 @@ class GroupSnapshotTest(base.VolumeMixin, base.TestCase):
                 pass
 
     def test_consistent_group_snapshot_and_group_from_it(self):
-        server, guest = self.boot(_name('group'))
+        server, guest = self.boot(base.unique_name('group'))
         self.addCleanup(self._delete_groups, server.id)
-        vol_b = self.volume(_name('b'))
-        vol_c = self.volume(_name('c'))
+        vol_b = self.volume(base.unique_name('b'))
+        vol_c = self.volume(base.unique_name('c'))
         for vol in (vol_b, vol_c):
             self.wait_volume(vol.id, 'available')
         self.attach(server, vol_b, 'vdb')
@@ -70,14 +65,15 @@ class GroupSnapshotTest(base.VolumeMixin, base.TestCase):
         # What an operator types: a group of the consistent group type.
         group = base.cli(*VOLUME_API, 'volume', 'group', 'create',
                          '--volume-group-type', 'snapext-consistent',
-                         '--volume-type', 'snapext', '--name', _name('g'))
+                         '--volume-type', 'snapext', '--name',
+                         base.unique_name('g'))
         self.wait_cli('group', _field(group, 'id'))
         base.cli(*VOLUME_API, 'volume', 'group', 'add', 'volume',
                  _field(group, 'id'), vol_b.id, vol_c.id, as_json=False)
         records_before = self.api(
             'GET', '/servers/%s/snapext-snapshots' % server.id).json()
         gsnap = base.cli(*VOLUME_API, 'volume', 'group', 'snapshot',
-                         'create', '--name', _name('gs'),
+                         'create', '--name', base.unique_name('gs'),
                          _field(group, 'id'))
         self.wait_cli('group snapshot', _field(gsnap, 'id'))
         self.assertEqual('thawed', guest.freeze_status())
@@ -104,7 +100,7 @@ class GroupSnapshotTest(base.VolumeMixin, base.TestCase):
         # OSC 10.5's "volume group create --group-snapshot" sends
         # "source_group_id": null, which Cinder rejects (400): the cinder
         # command it is.
-        name2 = _name('g2')
+        name2 = base.unique_name('g2')
         base.cli('--os-volume-api-version', '3.14', 'group-create-from-src',
                  '--group-snapshot', _field(gsnap, 'id'), '--name', name2,
                  command='cinder', as_json=False)
@@ -127,7 +123,8 @@ class GroupSnapshotTest(base.VolumeMixin, base.TestCase):
         # os-brick's guard_connection ('NoneType' object has no attribute
         # 'replace').  A clone goes through create_volume and attaches.
         clone = self.demo.block_storage.create_volume(
-            name=_name('clone'), size=1, source_volume_id=restored_b.id)
+            name=base.unique_name('clone'), size=1,
+            source_volume_id=restored_b.id)
         self.addCleanup(self._delete_volume, clone.id)
         self.wait_volume(clone.id, 'available')
         self.attach(server, clone, 'vdd')

@@ -7,23 +7,17 @@ guest (a file written and synced after the snapshot is there with the same
 sha256), and the full snapshot still reverts afterwards.
 """
 
-import uuid
-
 from nova_snapext.tests.integration import base
-
-
-def _name(prefix):
-    return 'snapext-it-%s-%s' % (prefix, uuid.uuid4().hex[:6])
 
 
 class LifecycleTest(base.TestCase):
 
     def test_reboot_stop_start_and_nova_snapshot_keep_every_byte(self):
-        server, guest = self.boot(_name('life'))
+        server, guest = self.boot(base.unique_name('life'))
         before = guest.write_file('/mnt/vda/before.bin')
         tick_before = guest.last_tick()[0]
         image = base.cli('server', 'image', 'create', '--name',
-                         _name('full'), '--wait', server.id)
+                         base.unique_name('full'), '--wait', server.id)
         self.addCleanup(self.admin.image.delete_image, image['id'],
                         ignore_missing=True)
         snap_id = image['properties']['snapext_manifest']
@@ -48,7 +42,8 @@ class LifecycleTest(base.TestCase):
 
         # Nova's own snapshot of the snapshotted server: a valid image
         stock = base.cli('server', 'image', 'create', '--name',
-                         _name('stock'), '--property', 'snapext_full=false',
+                         base.unique_name('stock'), '--property',
+                         'snapext_full=false',
                          '--wait', server.id)
         self.addCleanup(self.admin.image.delete_image, stock['id'],
                         ignore_missing=True)
@@ -79,13 +74,13 @@ class LifecycleTest(base.TestCase):
 class VolumeLifecycleTest(base.VolumeMixin, base.TestCase):
 
     def test_detach_and_attach_elsewhere_keep_the_volume_live_data(self):
-        server, guest = self.boot(_name('vol'))
-        volume = self.volume(_name('v'))
+        server, guest = self.boot(base.unique_name('vol'))
+        volume = self.volume(base.unique_name('v'))
         self.wait_volume(volume.id, 'available')
         self.attach(server, volume, 'vdb')
         self.write_blocks(guest, 'vdb')
         image = base.cli('server', 'image', 'create', '--name',
-                         _name('full'), '--wait', server.id)
+                         base.unique_name('full'), '--wait', server.id)
         self.addCleanup(self.admin.image.delete_image, image['id'],
                         ignore_missing=True)
         self.assertEqual('vdb=%s' % volume.id,
@@ -96,7 +91,7 @@ class VolumeLifecycleTest(base.VolumeMixin, base.TestCase):
         base.cli('server', 'remove', 'volume', server.id, volume.id,
                  as_json=False)
         self.wait_volume(volume.id, 'available')
-        other, other_guest = self.boot(_name('vol2'))
+        other, other_guest = self.boot(base.unique_name('vol2'))
         self.attach(other, volume, 'vdb')
         self.assertEqual(after, self.read_blocks(other_guest, 'vdb', 2),
                          'the volume attached elsewhere lost the write '

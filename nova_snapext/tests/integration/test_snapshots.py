@@ -6,20 +6,16 @@ import uuid
 from nova_snapext.tests.integration import base
 
 
-def _name(prefix):
-    return 'snapext-it-%s-%s' % (prefix, uuid.uuid4().hex[:6])
-
-
 class FullSnapshotTest(base.TestCase):
 
     def test_image_create_revert_clone_delete(self):
-        server, guest = self.boot(_name('full'))
+        server, guest = self.boot(base.unique_name('full'))
         before = guest.write_file('/mnt/vda/before.bin')
 
         # What a user types: a full snapshot through Nova's createImage.
         tick_before = guest.last_tick()[0]
         image = base.cli('server', 'image', 'create', '--name',
-                         _name('img'), '--wait', server.id)
+                         base.unique_name('img'), '--wait', server.id)
         tick_after = guest.last_tick()[0]
         self.addCleanup(self.admin.image.delete_image, image['id'],
                         ignore_missing=True)
@@ -83,7 +79,7 @@ class FullSnapshotTest(base.TestCase):
 
         # python-novaclient's image-create, once: a second full snapshot,
         # a child of the one the server was reverted to.
-        name2 = _name('nova')
+        name2 = base.unique_name('nova')
         base.cli('image-create', '--poll', server.id, name2,
                  as_json=False, command='nova')
         for img in self.admin.image.images(name=name2):
@@ -98,7 +94,7 @@ class FullSnapshotTest(base.TestCase):
 
         # A second server from the first snapshot's image resumes its
         # memory: its first TICK continues the snapshot's counter.
-        clone, clone_guest = self.boot(_name('clone'),
+        clone, clone_guest = self.boot(base.unique_name('clone'),
                                        image=image['id'])
         first = clone_guest.ticks()[0][0]
         self.assertGreaterEqual(first, tick_before)
@@ -129,9 +125,9 @@ class FullSnapshotTest(base.TestCase):
 class PolicyTest(base.TestCase):
 
     def test_defaults(self):
-        server, guest = self.boot(_name('policy'))
+        server, guest = self.boot(base.unique_name('policy'))
         image = self.demo.compute.create_server_image(
-            server, _name('img'), wait=True, timeout=300)
+            server, base.unique_name('img'), wait=True, timeout=300)
         self.addCleanup(self.admin.image.delete_image, image.id,
                         ignore_missing=True)
         image = self.wait_image(image.id)
