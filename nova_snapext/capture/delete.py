@@ -7,6 +7,7 @@ as they are, so no data is copied and children need no merge.
 
 from oslo_log import log as logging
 
+from nova_snapext.capture import states
 from nova_snapext import manifest as manifest_mod
 
 LOG = logging.getLogger(__name__)
@@ -30,11 +31,7 @@ class DeleteOps(object):
         guest = self._guest_or_none(instance_uuid)
         self._report('delete-planned', snapshot=record['id'],
                      disks=len(record['disks']))
-        # A state Cinder owns (a Cinder snapshot names it) stays for Cinder
-        # to delete; the record only referred to it.
-        self._drop_states(guest, [
-            (d['path'], d['snapshot']) for d in record['disks']
-            if not d.get('cinder_snapshot_id')])
+        self._drop_states(guest, states.record_states(record))
         manifests = self.store.list(instance_uuid)
         for child_id, parent_id in manifest_mod.reparent_on_delete(
                 manifests, record['id']):

@@ -92,8 +92,13 @@ def plan_delete(wanted, live_paths, held):
 
 
 def record_states(record):
-    """[(file, internal snapshot name)] of a snapshot's disks."""
-    return [(d['path'], d['snapshot']) for d in record['disks']]
+    """[(file, internal snapshot name)] the record's delete drops.
+
+    A state Cinder owns (a Cinder snapshot names it) stays for Cinder to
+    delete; the record only refers to it.
+    """
+    return [(d['path'], d['snapshot']) for d in record['disks']
+            if not d.get('cinder_snapshot_id')]
 
 
 def orphan_states(held, recorded):

@@ -76,6 +76,12 @@ class PlanDeleteTest(testtools.TestCase):
             [states.DeleteLive('vda', '/i/disk', 'snapext-S'),
              states.DeleteOffline('/v/volume-1', 'snapext-S')], steps)
 
+    def test_a_state_cinder_owns_is_left_to_cinder(self):
+        record = _record()
+        record['disks'][1]['cinder_snapshot_id'] = 'cs-1'
+        self.assertEqual([('/i/disk', 'snapext-S')],
+                         states.record_states(record))
+
     def test_state_already_gone_needs_nothing(self):
         steps = states.plan_delete(
             states.record_states(_record()), {},
