@@ -6,6 +6,9 @@
 #   tools/aio/aio.sh clean    down, then drop the databases and the data
 #   tools/aio/aio.sh status   which services run, with their PIDs
 #   tools/aio/aio.sh rss      the resident memory of all services now
+#   tools/aio/aio.sh host-reboot  what a compute host's reboot does: stop
+#                             nova-compute, destroy the servers' domains,
+#                             start nova-compute
 #
 # From PyPI, pinned (tools/aio/constraints-*.txt): Keystone, Glance (file
 # store), Placement, Nova (api, conductor, scheduler, compute with the
@@ -124,9 +127,17 @@ gunicorn_service() {
     envs=("$@")
     local hasher=hash_of
     [[ $name == nova-* || $name == cinder-* ]] && hasher=snapext_hash_of
+    # NOTE: gunicorn closes an idle keep-alive connection after 2 s by
+    # default, the very interval at which openstacksdk and the clients
+    # poll a server's status: a poll sent as the server closes the
+    # connection fails with "Connection aborted" (RemoteDisconnected),
+    # which keystoneauth does not retry.  A keep-alive longer than any
+    # poll interval (as a load balancer in front of the APIs has) closes
+    # that window.
     local cmd=("$venv/bin/gunicorn" --pythonpath "$AIO_HERE/wsgi"
                --chdir "$RUN" --bind "127.0.0.1:$port" --workers "$workers"
-               --threads 4 --timeout 600 --graceful-timeout 5 --name "$name"
+               --threads 4 --timeout 600 --graceful-timeout 5 --keep-alive 75
+               --name "$name"
                --error-logfile "$LOGS/$name.gunicorn.log" "$module:application")
     start_service "$name" "$(echo "${cmd[*]} ${envs[*]}" | cat - "${files[@]}" | $hasher /dev/stdin)" \
         "${envs[@]}" "${cmd[@]}"
@@ -439,7 +450,10 @@ EOF
     iniset "$d/nova.conf" service_user send_service_user_token true
     credentials "$d/nova.conf" placement placement
     credentials "$d/nova.conf" neutron neutron
-    echo "[DEFAULT]" >"$d/nova-cpu.conf"
+    # A host reboot (aio.sh host-reboot) brings the servers back as Nova
+    # found them.
+    echo "[DEFAULT]
+resume_guests_state_on_host_boot = true" >"$d/nova-cpu.conf"
     echo "[DEFAULT]
 log_file = $LOGS/nova-api.log" >"$d/nova-api.conf"
 }
@@ -617,6 +631,12 @@ start_nova() {
             "$VENV/bin/nova-$svc" --config-file "$conf" \
             --log-file "$LOGS/nova-$svc.log"
     done
+    start_nova_compute
+    wait_http nova-api http://127.0.0.1:8774/
+}
+
+start_nova_compute() {
+    local conf=$ETC/nova/nova.conf cpu=$ETC/nova/nova-cpu.conf
     # The shared libvirtd may hold others' domains: see the script.
     "$VENV/bin/python" "$AIO_HERE/nova_compute_service.py" \
         --config-file "$conf" --config-file "$cpu" >>"$LOGS/nova-compute-service.log" 2>&1 \
@@ -624,7 +644,6 @@ start_nova() {
     start_service nova-compute "$(snapext_hash_of "$conf" "$cpu")" \
         "$VENV/bin/nova-compute" --config-file "$conf" --config-file "$cpu" \
         --log-file "$LOGS/nova-compute.log"
-    wait_http nova-api http://127.0.0.1:8774/
     # The compute service registers some seconds after it starts.
     local host
     host=$(hostname)
@@ -733,17 +752,39 @@ up() {
     log "up; . $AIO/openrc admin (or demo) to use it"
 }
 
-destroy_servers() {
-    # Only the AIO's domains: their disks live under $DATA.
+# The AIO's domains: their disks live under $DATA (the shared libvirtd
+# may hold others').
+aio_domains() {
     local dom
     for dom in $(virsh -q list --all --name 2>/dev/null | grep '^instance-' || true); do
         if virsh -q domblklist "$dom" 2>/dev/null | grep "$DATA" >/dev/null; then
-            log "destroying $dom"
-            virsh -q destroy "$dom" >/dev/null 2>&1 || true
-            virsh -q undefine "$dom" --nvram >/dev/null 2>&1 \
-                || virsh -q undefine "$dom" >/dev/null 2>&1 || true
+            echo "$dom"
         fi
     done
+}
+
+destroy_servers() {
+    local dom
+    for dom in $(aio_domains); do
+        log "destroying $dom"
+        virsh -q destroy "$dom" >/dev/null 2>&1 || true
+        virsh -q undefine "$dom" --nvram >/dev/null 2>&1 \
+            || virsh -q undefine "$dom" >/dev/null 2>&1 || true
+    done
+}
+
+# What a compute host's reboot does to Nova: nova-compute stops, every
+# domain is gone (destroyed, still defined), nova-compute starts again and
+# its init_host finds them.
+host_reboot() {
+    stop_service nova-compute 10
+    local dom
+    for dom in $(aio_domains); do
+        log "destroying $dom (host reboot)"
+        virsh -q destroy "$dom" >/dev/null 2>&1 || true
+    done
+    admin_env
+    start_nova_compute
 }
 
 down() {
@@ -793,5 +834,6 @@ case "${1:-}" in
     clean) clean ;;
     status) status ;;
     rss) rss ;;
-    *) echo "usage: $0 up|down|clean|status|rss" >&2; exit 2 ;;
+    host-reboot) host_reboot ;;
+    *) echo "usage: $0 up|down|clean|status|rss|host-reboot" >&2; exit 2 ;;
 esac

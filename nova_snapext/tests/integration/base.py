@@ -11,6 +11,7 @@ serial console and files through its agent), never from file names on the
 host.
 """
 
+import hashlib
 import json
 import os
 import subprocess
@@ -259,3 +260,195 @@ class VolumeMixin(object):
         return guest.check_sh(
             'dd if=/dev/%s bs=1M count=1 skip=%d 2>/dev/null | sha256sum'
             % (device, skip_mib)).split()[0]
+
+
+# Where the guest writes around the snapshots: a file on the root's ext4
+# (vda), 1 MiB of raw blocks at a fixed offset on a volume (no filesystem:
+# see VolumeMixin.volume).
+BLOCK_OFFSETS_MIB = {'before-full': 0, 'before-disks': 2, 'after': 4}
+ZEROS_SHA256 = hashlib.sha256(b'\0' * (1 << 20)).hexdigest()
+
+
+class Snaps(object):
+    """A server's two snapshots and what its guest wrote around them."""
+
+    def __init__(self, targets):
+        self.targets = targets
+        self.written = {}       # name -> {target: sha256}
+        self.full = None        # the full snapshot's id
+        self.full_image = None
+        self.full_ticks = None  # (low, high) bounds of the capture tick
+        self.disks = None       # the disks-only snapshot's id
+
+    def ids(self):
+        return [i for i in (self.full, self.disks) if i]
+
+
+class LifecycleMixin(object):
+    """Snapshots through the real API and proofs from inside the guest.
+
+    For a base.TestCase (with VolumeMixin when a target is a volume).
+    """
+
+    @staticmethod
+    def _file(target, name):
+        return '/mnt/%s/%s.bin' % (target, name)
+
+    def write(self, guest, s, name):
+        s.written[name] = {}
+        for target in s.targets:
+            if target == 'vda':
+                digest = guest.write_file(self._file(target, name))
+            else:
+                digest = self.write_blocks(guest, target,
+                                           BLOCK_OFFSETS_MIB[name])
+            s.written[name][target] = digest
+
+    def read(self, guest, target, name, prefix=None):
+        if target == 'vda':
+            return guest.sha256(self._file(prefix or target, name))
+        return self.read_blocks(guest, target, BLOCK_OFFSETS_MIB[name])
+
+    def full_snapshot(self, server, guest, s):
+        """``openstack server image create``: a full snapshot."""
+        low = guest.last_tick()[0]
+        image = cli('server', 'image', 'create', '--name',
+                    unique_name('full'), '--wait', server.id)
+        self.addCleanup(self.admin.image.delete_image, image['id'],
+                        ignore_missing=True)
+        s.full_ticks = (low, guest.last_tick()[0])
+        self.assertEqual('full', image['properties']['snapext_kind'])
+        s.full = image['properties']['snapext_manifest']
+        s.full_image = image['id']
+
+    def disks_snapshot(self, server, s):
+        """``openstack server image create`` of the stopped server."""
+        self.stop(server)
+        image = cli('server', 'image', 'create', '--name',
+                    unique_name('disks'), '--wait', server.id)
+        self.addCleanup(self.admin.image.delete_image, image['id'],
+                        ignore_missing=True)
+        self.assertEqual('disks', image['properties']['snapext_kind'])
+        s.disks = image['properties']['snapext_manifest']
+        return self.start(server)
+
+    def take_snapshots(self, server, guest, targets=('vda',)):
+        """Full, then disks-only; files written before, between, after."""
+        s = Snaps(targets)
+        self.write(guest, s, 'before-full')
+        self.full_snapshot(server, guest, s)
+        self.write(guest, s, 'before-disks')
+        guest = self.disks_snapshot(server, s)
+        self.write(guest, s, 'after')
+        return s, guest
+
+    def stop(self, server):
+        cli('server', 'stop', server.id, as_json=False)
+        self.wait_status(server.id, 'SHUTOFF')
+
+    def start(self, server):
+        cli('server', 'start', server.id, as_json=False)
+        return self.running_guest(server.id)
+
+    def running_guest(self, server_id, status='ACTIVE'):
+        """Once Nova says ``status`` and the guest's agent answers."""
+        self.wait_status(server_id, status)
+        guest = self.guest(server_id)
+        guest.wait_for_agent(timeout=180)
+        return guest
+
+    def wait_status(self, server_id, status, timeout=300):
+        deadline = time.monotonic() + timeout
+        while True:
+            server = self.admin.compute.get_server(server_id)
+            if server.status == 'ERROR':
+                self.fail('server %s went to ERROR: %s'
+                          % (server_id, server.fault))
+            if server.status == status and server.task_state is None:
+                return server
+            if time.monotonic() > deadline:
+                self.fail('server %s still %s/%s, not %s' % (
+                    server_id, server.status, server.task_state, status))
+            time.sleep(1)
+
+    # -- proofs ----------------------------------------------------------
+
+    def assertKept(self, guest, s, action, names=None, prefix=None):
+        """Every file written so far is there with its sha256."""
+        for name in names or s.written:
+            for target, digest in s.written[name].items():
+                self.assertEqual(
+                    digest, self.read(guest, target, name, prefix),
+                    '%s lost %s on %s' % (action, name, prefix or target))
+
+    def assertAbsent(self, guest, s, names, action):
+        for name in names:
+            for target in s.targets:
+                found = self.read(guest, target, name)
+                expected = None if target == 'vda' else ZEROS_SHA256
+                self.assertEqual(expected, found, '%s left %s on %s'
+                                 % (action, name, target))
+
+    def tree(self, server_id):
+        return self.api('GET', '/servers/%s/snapext-snapshots'
+                        % server_id).json()
+
+    def states(self, server_id):
+        """{snapshot id: (state, reason)} of the server's tree."""
+        found = {}
+        nodes = list(self.tree(server_id)['snapshots'])
+        while nodes:
+            node = nodes.pop()
+            found[node['id']] = (node['state'], node.get('reason'))
+            nodes.extend(node.get('children', []))
+        return found
+
+    def assertAvailable(self, server_id, s):
+        states = self.states(server_id)
+        for snapshot_id in s.ids():
+            self.assertEqual('available', states[snapshot_id][0],
+                             states[snapshot_id][1])
+
+    def assertUnavailable(self, server_id, s, *reason_words):
+        """Each snapshot says why; revert answers 409 through the CLI."""
+        states = self.states(server_id)
+        for snapshot_id in s.ids():
+            state, reason = states[snapshot_id]
+            self.assertEqual('unavailable', state)
+            self.assertTrue(any(w in (reason or '') for w in reason_words),
+                            'reason %r names none of %s'
+                            % (reason, reason_words))
+            err = cli('server', 'snapshot', 'revert', server_id,
+                      snapshot_id, check=False, as_json=False)
+            self.assertEqual(1, err.returncode)
+            self.assertIn('409', err.stderr)
+
+    def assertRevertable(self, server_id, s):
+        """Both snapshots revert through the CLI, proven in the guest."""
+        guest = self.guest(server_id)
+        low, high = s.full_ticks
+        # After a reboot the counter starts again from 0: let it pass the
+        # snapshot's, so that the restored counter drops back visibly.
+        guest.wait_for_tick(after=high + 10, timeout=180)
+        offset = guest.console_size()
+        cli('server', 'snapshot', 'revert', '--wait', server_id, s.full,
+            as_json=False)
+        guest = self.guest(server_id)
+        resumed = guest.resumed_tick(offset)
+        self.assertIsNotNone(resumed, 'no TICK after the revert')
+        self.assertTrue(low - 1 <= resumed <= high + 3,
+                        'counter resumed at %d, the snapshot was taken '
+                        'between ticks %d and %d' % (resumed, low, high))
+        guest.wait_for_agent()
+        self.assertKept(guest, s, 'the full revert', ['before-full'])
+        self.assertAbsent(guest, s, ['before-disks', 'after'],
+                          'the full revert')
+        self.assertEqual('thawed', guest.freeze_status())
+
+        cli('server', 'snapshot', 'revert', '--wait', server_id, s.disks,
+            as_json=False)
+        guest = self.running_guest(server_id)
+        self.assertKept(guest, s, 'the disks-only revert',
+                        ['before-full', 'before-disks'])
+        self.assertAbsent(guest, s, ['after'], 'the disks-only revert')
+        return guest
