@@ -325,6 +325,7 @@ configure_glance() {
 [DEFAULT]
 log_file = $LOGS/glance-api.log
 enabled_backends = fs:file
+transport_url = $TRANSPORT
 [database]
 connection = $DB/glance
 [paste_deploy]
@@ -481,6 +482,7 @@ configure_snapext() {
     NOVA_API_PASTE_INI=$ETC/nova/api-paste.ini
     CINDER_CONF=$ETC/cinder/cinder.conf
     CINDER_CONF_DIR=$ETC/cinder
+    GLANCE_API_CONF=$ETC/glance/glance-api.conf
     STACK_USER=root
     SNAPEXT_FULL_SNAPSHOT_DEFAULT=True
     SNAPEXT_STORE_PATH=$DATA/snapext
@@ -495,6 +497,9 @@ configure_snapext() {
     fi
     if is_service_enabled c-vol; then
         snapext_configure_cinder
+    fi
+    if is_service_enabled g-api; then
+        snapext_configure_glance
     fi
 }
 
