@@ -210,6 +210,11 @@ start_rabbitmq() {
         rabbitmqctl -q add_vhost "$VHOST" >/dev/null
     fi
     rabbitmqctl -q set_permissions -p "$VHOST" guest '.*' '.*' '.*' >/dev/null
+    # Glance's notifications also fill the default queue notifications.info,
+    # which nothing here reads (the snapext agents read their own pools,
+    # snapext-<host>): keep it short.
+    rabbitmqctl -q set_policy -p "$VHOST" --apply-to queues notifications \
+        '^notifications\.' '{"max-length": 1000}' >/dev/null
 }
 
 # -- venvs and the snapext wheel -------------------------------------------
