@@ -3,7 +3,9 @@
 Runs inside nova-compute (started by the driver's init_host) or standalone
 as ``snapext-agent``.  It serves the API of :mod:`nova_snapext.rpc.api` on
 exchange ``snapext``, topic ``snapext-agent``, server = the host name, and
-owns the guests it froze (see :mod:`nova_snapext.rpc.watchdog`).
+owns the guests it froze (see :mod:`nova_snapext.rpc.watchdog`).  It also
+deletes the snapshots of images Glance deleted
+(:mod:`nova_snapext.rpc.notifications`).
 """
 
 import contextlib
