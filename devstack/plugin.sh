@@ -1,6 +1,7 @@
 #!/bin/bash
 # snapext devstack plugin: the compute driver, the nova-api filter, the
-# [snapext] options and, when c-vol is enabled, the Cinder backend and its
+# [snapext] options, Glance's notifications (image.delete reaches the
+# agents) and, when c-vol is enabled, the Cinder backend and its
 # consistent group type.  The configuration steps live in devstack/lib/snapext,
 # which tools/aio (the project's integration cloud) runs on every test run.
 
@@ -16,10 +17,12 @@ function install_snapext {
     sudo ln -sfn "$SNAPEXT_DIR/nova/virt/snapext" "$novavirt/snapext"
 }
 
-if is_service_enabled n-cpu n-api c-vol; then
+if is_service_enabled n-cpu n-api c-vol g-api; then
     if [[ "$1" == "stack" && "$2" == "install" ]]; then
-        echo_summary "Installing snapext"
-        install_snapext
+        if is_service_enabled n-cpu n-api c-vol; then
+            echo_summary "Installing snapext"
+            install_snapext
+        fi
     elif [[ "$1" == "stack" && "$2" == "post-config" ]]; then
         echo_summary "Configuring snapext"
         if is_service_enabled n-cpu n-api; then
@@ -27,6 +30,9 @@ if is_service_enabled n-cpu n-api c-vol; then
         fi
         if is_service_enabled c-vol; then
             snapext_configure_cinder
+        fi
+        if is_service_enabled g-api; then
+            snapext_configure_glance
         fi
     elif [[ "$1" == "stack" && "$2" == "extra" ]]; then
         if is_service_enabled c-api; then

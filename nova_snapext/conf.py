@@ -62,11 +62,31 @@ RPC_OPTS = [
 ]
 
 
+NOTIFICATION_OPTS = [
+    cfg.BoolOpt('image_delete_listener', default=True,
+                help='Whether the snapext agent listens for Glance\'s '
+                     'image.delete notifications and deletes the snapshots '
+                     'of this host that the deleted image was made for '
+                     '(createImage).  Glance must send notifications '
+                     '([oslo_messaging_notifications] driver = messagingv2 '
+                     'in glance-api.conf) to the broker of this service\'s '
+                     '[oslo_messaging_notifications] transport_url (else '
+                     '[DEFAULT] transport_url), on the topics of its '
+                     '[oslo_messaging_notifications] topics.  Each host '
+                     'reads them through its own pool (queue) '
+                     '"snapext-<host>".'),
+    cfg.StrOpt('glance_control_exchange', default='glance',
+               help='The exchange Glance sends its notifications on (its '
+                    'control_exchange).'),
+]
+
+
 def register_opts(conf):
     conf.register_group(GROUP)
     conf.register_opts(OPTS, group=GROUP)
     conf.register_opts(RPC_OPTS, group=GROUP)
+    conf.register_opts(NOTIFICATION_OPTS, group=GROUP)
 
 
 def list_opts():
-    return [(GROUP, OPTS + RPC_OPTS)]
+    return [(GROUP, OPTS + RPC_OPTS + NOTIFICATION_OPTS)]

@@ -187,6 +187,54 @@ class Controller(object):
             self._record_action(context, instance, DELETE_ACTION)
             self.agent.delete(context.to_dict(), instance.host,
                               {'snapshot_id': snapshot_id})
+        self._delete_image(context, record)
+
+    def _delete_image(self, context, record):
+        """Delete the image createImage made for a deleted snapshot.
+
+        The snapshot is deleted by now, so nothing here fails the request.
+        An image Glance keeps (protected, or the user may not delete it)
+        stays a usable image: for an image-backed server its root disk, for
+        a volume-backed one its Cinder snapshots, exactly what Nova's own
+        snapshot would have made; only the properties that point at the
+        record are dropped, so that it stops claiming a memory snapshot
+        that no longer exists.  (Booting from an image whose record is gone
+        boots cold anyway.)  The deletion is done with the caller's
+        context, so Glance's own rules on who may delete it apply.
+        """
+        image_id = record.get('image_id')
+        if not image_id:
+            return
+        try:
+            self.image_api.delete(context, image_id)
+        except nova_exception.ImageNotFound:
+            LOG.debug('image %s of deleted snapshot %s is gone already',
+                      image_id, record['id'])
+        except (nova_exception.ImageNotAuthorized,
+                nova_exception.ImageDeleteConflict) as exc:
+            LOG.warning('image %s of deleted snapshot %s is kept (%s); it '
+                        'becomes a plain image', image_id, record['id'],
+                        exc.format_message())
+            self._unlink_image(context, image_id, record['id'])
+        except Exception:
+            LOG.exception('image %s of deleted snapshot %s could not be '
+                          'deleted; it still names the snapshot', image_id,
+                          record['id'])
+        else:
+            LOG.info('deleted image %s made for snapshot %s', image_id,
+                     record['id'])
+
+    def _unlink_image(self, context, image_id, snapshot_id):
+        try:
+            # Nova passes remove_props through to glanceclient, which drops
+            # those of the names the image has.
+            self.image_api.update(
+                context, image_id,
+                {'remove_props': list(virt_policy.RECORD_PROPERTIES)},
+                purge_props=False)
+        except Exception as exc:
+            LOG.warning('image %s still names deleted snapshot %s: %s',
+                        image_id, snapshot_id, exc)
 
     def revert(self, context, server_id, body):
         schemas.validate(schemas.revert, body)

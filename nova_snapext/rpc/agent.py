@@ -3,7 +3,9 @@
 Runs inside nova-compute (started by the driver's init_host) or standalone
 as ``snapext-agent``.  It serves the API of :mod:`nova_snapext.rpc.api` on
 exchange ``snapext``, topic ``snapext-agent``, server = the host name, and
-owns the guests it froze (see :mod:`nova_snapext.rpc.watchdog`).
+owns the guests it froze (see :mod:`nova_snapext.rpc.watchdog`).  It also
+deletes the snapshots of images Glance deleted
+(:mod:`nova_snapext.rpc.notifications`).
 """
 
 import contextlib
@@ -20,6 +22,7 @@ from nova_snapext.capture import quiesce
 from nova_snapext import exception
 from nova_snapext import manifest as manifest_mod
 from nova_snapext import rpc
+from nova_snapext.rpc import notifications
 from nova_snapext.rpc import ops
 from nova_snapext.rpc import watchdog
 
@@ -33,20 +36,11 @@ def _operation(method):
         @functools.wraps(f)
         @messaging.expected_exceptions(exception.SnapextError)
         def wrapper(self, ctxt, **kwargs):
-            op = self.ops.start(method, _instances_of(kwargs),
-                                op_id=_op_id_of(kwargs))
-            LOG.info('snapext agent %s %s request_id=%s', method,
-                     op.instances, (ctxt or {}).get('request_id'))
-            try:
+            with self._recorded(method, _instances_of(kwargs),
+                                op_id=_op_id_of(kwargs),
+                                request_id=(ctxt or {}).get('request_id')
+                                ) as op:
                 result = f(self, op, **kwargs)
-            except exception.SnapextError as exc:
-                self.ops.finish(op, exc)
-                raise
-            except Exception as exc:
-                self.ops.finish(op, exc)
-                LOG.exception('snapext agent %s failed', method)
-                raise
-            self.ops.finish(op)
             if isinstance(result, dict):
                 result.setdefault('op_id', op.op_id)
             return result
@@ -88,6 +82,23 @@ class AgentEndpoint(object):
         self._lock = threading.Lock()
         self._busy = {}
         self._thawed = {}  # uuid -> how its last freeze ended
+
+    @contextlib.contextmanager
+    def _recorded(self, method, instances, op_id=None, request_id=None):
+        """An operation in the log, from start to its outcome."""
+        op = self.ops.start(method, instances, op_id=op_id)
+        LOG.info('snapext agent %s %s request_id=%s', method, op.instances,
+                 request_id)
+        try:
+            yield op
+        except exception.SnapextError as exc:
+            self.ops.finish(op, exc)
+            raise
+        except Exception as exc:
+            self.ops.finish(op, exc)
+            LOG.exception('snapext agent %s failed', method)
+            raise
+        self.ops.finish(op)
 
     # -- per-instance exclusion -------------------------------------------
 
@@ -310,9 +321,7 @@ class AgentEndpoint(object):
     def delete(self, op, spec):
         record = self.engine.store.get(_snapshot_id(spec))
         uuid = record['instance_uuid']
-        with self._claim([uuid], op):
-            self._refuse_frozen(uuid, 'deleting its snapshot')
-            self.engine.delete(record['id'])
+        self._delete(op, record)
         try:
             active = _active_disks(self.engine.domain(uuid))
         except exception.NotFound:
@@ -320,6 +329,13 @@ class AgentEndpoint(object):
         return {'snapshot_id': record['id'], 'instance_uuid': uuid,
                 'active_disks': active,
                 'manifests': self.engine.store.list(uuid)}
+
+    def _delete(self, op, record):
+        """Delete a snapshot, whoever asked: a caller, or an image's end."""
+        uuid = record['instance_uuid']
+        with self._claim([uuid], op):
+            self._refuse_frozen(uuid, 'deleting its snapshot')
+            self.engine.delete(record['id'])
 
     # -- 2.1 ------------------------------------------------------------------
 
@@ -416,12 +432,15 @@ class AgentService(object):
     :param host: the server name callers address (``CONF.host``)
     """
 
-    def __init__(self, conf, engine, host, transport=None):
+    def __init__(self, conf, engine, host, transport=None,
+                 notification_transport=None):
         self.conf = conf
         self.host = host
         self.endpoint = AgentEndpoint(conf, engine, host)
         self._transport = transport
+        self._notification_transport = notification_transport
         self._server = None
+        self._listener = None
 
     def start(self):
         self.endpoint.thaw_leftovers()
@@ -435,10 +454,28 @@ class AgentService(object):
         self._server.start()
         LOG.info('snapext agent listening: exchange %s topic %s server %s',
                  rpc.EXCHANGE, rpc.TOPIC, self.host)
+        if self.conf.snapext.image_delete_listener:
+            self._listener = notifications.ImageDeleteListener(
+                self.conf, self.host, notifications.ImageDeleteEndpoint(
+                    self.endpoint.engine.store, self.delete_snapshot),
+                transport=self._notification_transport).start()
         return self
+
+    def delete_snapshot(self, snapshot_id):
+        """Delete a snapshot for this host's own reasons (not over RPC).
+
+        With the exclusion and the operation log of the RPC ``delete``.
+        """
+        record = self.endpoint.engine.store.get(snapshot_id)
+        with self.endpoint._recorded(
+                'delete', [record['instance_uuid']]) as op:
+            self.endpoint._delete(op, record)
 
     def stop(self):
         """Stop serving, wait for running requests, thaw what we froze."""
+        if self._listener is not None:
+            self._listener.stop()
+            self._listener = None
         if self._server is not None:
             self._server.stop()
             self._server.wait()

@@ -128,7 +128,14 @@ class SnapextLibvirtDriver(libvirt_driver.LibvirtDriver):
             with excutils.save_and_reraise_exception():
                 LOG.exception('upload of snapext snapshot %s failed; '
                               'removing it', record['id'], instance=instance)
-                self.snapext.delete(record['id'])
+                # Nova deletes the image (delete_image_on_error).  The
+                # image may be gone already, deleted during the upload, and
+                # the agent then deleted the record on Glance's word.
+                try:
+                    self.snapext.delete(record['id'])
+                except exception.NotFound:
+                    LOG.info('snapext snapshot %s is gone already',
+                             record['id'], instance=instance)
         LOG.info('snapext snapshot %s uploaded as image %s', record['id'],
                  image_id, instance=instance)
 

@@ -52,6 +52,14 @@ def disk_roles(root_target, volume_bdms):
     return roles
 
 
+# Every property image_properties() may set: together they point an image
+# at its record, and they are dropped when the record goes but the image
+# stays (snapext_full, a request, is not among them).
+RECORD_PROPERTIES = ('snapext_manifest', 'snapext_kind', 'snapext_host',
+                     'snapext_quiesce', 'snapext_parent', 'snapext_memory',
+                     'snapext_volumes')
+
+
 def image_properties(record, host, store_name):
     """Properties that point a Glance image at its snapshot record."""
     props = {

@@ -91,6 +91,19 @@ stop_service() {
     rm -f "$RUN/$name.pid" "$RUN/$name.hash"
 }
 
+# close_inherited_fds: for a subshell about to start a daemon.  A daemon
+# must not keep what its starter holds open beyond stdin/out/err: under
+# `flock -x LOCK aio.sh up` that is the lock, which the daemon would hold for
+# as long as it runs, so no test or restart could take the lock again.
+close_inherited_fds() {
+    local fd
+    for fd in $(ls /proc/$BASHPID/fd); do
+        if ((fd > 2)); then
+            eval "exec $fd>&-"
+        fi
+    done
+}
+
 # start NAME HASH ENV... -- CMD...: leaves a running service alone when
 # its command, configuration and snapext build are what it was started with;
 # restarts it otherwise.
@@ -103,7 +116,7 @@ start_service() {
     fi
     stop_service "$name" 15
     log "starting $name"
-    (cd "$RUN" && exec setsid env "$@" >>"$LOGS/$name.stdout" 2>&1 </dev/null) &
+    (cd "$RUN" && close_inherited_fds && exec setsid env "$@" >>"$LOGS/$name.stdout" 2>&1 </dev/null) &
     echo $! >"$RUN/$name.pid"
     echo "$hash" >"$RUN/$name.hash"
 }
@@ -185,7 +198,7 @@ start_mariadb() {
         log "starting MariaDB"
         mkdir -p /run/mysqld
         chown mysql:mysql /run/mysqld 2>/dev/null || true
-        (setsid mysqld_safe --bind-address=127.0.0.1 >>"$LOGS/mariadb.log" 2>&1 </dev/null &)
+        (close_inherited_fds; setsid mysqld_safe --bind-address=127.0.0.1 >>"$LOGS/mariadb.log" 2>&1 </dev/null &)
         for _ in $(seq 300); do
             mysqladmin ping >/dev/null 2>&1 && break
             sleep 0.1
@@ -203,11 +216,16 @@ start_mariadb() {
 }
 
 start_rabbitmq() {
-    bash "$REPO/tools/start-rabbitmq.sh"
+    (close_inherited_fds; exec bash "$REPO/tools/start-rabbitmq.sh")
     if ! rabbitmqctl -q list_vhosts 2>/dev/null | grep -x "$VHOST" >/dev/null; then
         rabbitmqctl -q add_vhost "$VHOST" >/dev/null
     fi
     rabbitmqctl -q set_permissions -p "$VHOST" guest '.*' '.*' '.*' >/dev/null
+    # Glance's notifications also fill the default queue notifications.info,
+    # which nothing here reads (the snapext agents read their own pools,
+    # snapext-<host>): keep it short.
+    rabbitmqctl -q set_policy -p "$VHOST" --apply-to queues notifications \
+        '^notifications\.' '{"max-length": 1000}' >/dev/null
 }
 
 # -- venvs and the snapext wheel -------------------------------------------
@@ -336,6 +354,7 @@ configure_glance() {
 [DEFAULT]
 log_file = $LOGS/glance-api.log
 enabled_backends = fs:file
+transport_url = $TRANSPORT
 [database]
 connection = $DB/glance
 [paste_deploy]
@@ -495,6 +514,7 @@ configure_snapext() {
     NOVA_API_PASTE_INI=$ETC/nova/api-paste.ini
     CINDER_CONF=$ETC/cinder/cinder.conf
     CINDER_CONF_DIR=$ETC/cinder
+    GLANCE_API_CONF=$ETC/glance/glance-api.conf
     STACK_USER=root
     SNAPEXT_FULL_SNAPSHOT_DEFAULT=True
     SNAPEXT_STORE_PATH=$DATA/snapext
@@ -509,6 +529,9 @@ configure_snapext() {
     fi
     if is_service_enabled c-vol; then
         snapext_configure_cinder
+    fi
+    if is_service_enabled g-api; then
+        snapext_configure_glance
     fi
 }
 

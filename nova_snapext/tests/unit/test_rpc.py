@@ -113,8 +113,10 @@ class RpcOverFakeDriverTest(testtools.TestCase):
         transport = messaging.get_rpc_transport(
             self.conf, url='fake:/', allowed_remote_exmods=[
                 'nova_snapext.exception'])
-        self.service = agent.AgentService(self.conf, self.engine, 'host1',
-                                          transport=transport).start()
+        self.service = agent.AgentService(
+            self.conf, self.engine, 'host1', transport=transport,
+            notification_transport=messaging.get_notification_transport(
+                self.conf, url='fake:/')).start()
         self.addCleanup(self.service.stop)
         self.api = api.AgentAPI(self.conf, transport=transport)
 

@@ -53,6 +53,8 @@ class PolicyTest(testtools.TestCase):
                           'snapext_memory': 'file://cmp1/s2/memory.save',
                           'snapext_volumes': 'vdb=v1'}, props)
         self.assertTrue(all(isinstance(v, str) for v in props.values()))
+        # What an image that outlives its record drops.
+        self.assertEqual(set(policy.RECORD_PROPERTIES), set(props))
 
     def test_resumable_snapshot(self):
         self.assertEqual('s1', policy.resumable_snapshot(

@@ -73,12 +73,31 @@ class ImageAPI(object):
     def __init__(self):
         self.images = {}
         self.fail = None
+        self.fail_delete = None
+        self.updates = []
 
     def create(self, context, image_meta, data=None):
         if self.fail:
             raise self.fail
         self.images[image_meta['id']] = copy.deepcopy(image_meta)
         return image_meta
+
+    def delete(self, context, image_id):
+        if self.fail_delete:
+            raise self.fail_delete
+        if self.images.pop(image_id, None) is None:
+            raise nova_exception.ImageNotFound(image_id=image_id)
+        return True
+
+    def update(self, context, image_id, image_meta, data=None,
+               purge_props=False):
+        """Only what snapext sends: remove_props, as glanceclient does."""
+        self.updates.append((image_id, copy.deepcopy(image_meta),
+                             purge_props))
+        properties = self.images[image_id].setdefault('properties', {})
+        for key in image_meta.get('remove_props', ()):
+            properties.pop(key, None)
+        return self.images[image_id]
 
     def generate_image_url(self, image_id, context):
         return 'http://glance.example/images/%s' % image_id

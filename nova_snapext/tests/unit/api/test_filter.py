@@ -97,13 +97,13 @@ class FilterTestCase(testtools.TestCase):
         req.environ['nova.context'] = context or self.member
         return req.get_response(self.app)
 
-    def snapshot(self, server=None):
+    def snapshot(self, server=None, **extra):
         server = server or self.server
         return self.agent.capture(
             {}, server.host, {'instance': server.uuid, 'memory': True,
                               'disk_roles': {'vda': {
                                   'role': 'root', 'volume_id': None}},
-                              'extra': {}})['manifest']
+                              'extra': extra})['manifest']
 
     def assertFault(self, resp, code, name, message=None):
         self.assertEqual(code, resp.status_int, resp.text)
@@ -374,6 +374,69 @@ class DeleteTest(FilterTestCase):
             if code >= 500:
                 self.assertNotIn('compute1', resp.text)
                 self.assertNotIn('/srv/x', resp.text)
+
+
+class DeleteImageTest(FilterTestCase):
+    """Deleting a snapshot deletes the image createImage made for it."""
+
+    def setUp(self):
+        super().setUp()
+        self.image_id = 'img-1'
+        self.images.images[self.image_id] = {
+            'id': self.image_id, 'properties': {
+                'snapext_manifest': 'snap-1', 'snapext_kind': 'full',
+                'snapext_host': 'compute1', 'snapext_memory': 'file://x',
+                'snapext_full': 'true', 'os_distro': 'debian'}}
+        self.record = self.snapshot(image_id=self.image_id)
+
+    def delete(self):
+        return self.request('/snapext-snapshots/%s' % self.record['id'],
+                            method='DELETE')
+
+    def test_the_image_goes_with_the_snapshot(self):
+        resp = self.delete()
+        self.assertEqual(204, resp.status_int, resp.text)
+        self.assertEqual({}, self.images.images)
+        self.assertEqual([], self.store.list(self.server.uuid))
+
+    def test_an_image_deleted_already_is_no_error(self):
+        del self.images.images[self.image_id]
+        self.assertEqual(204, self.delete().status_int)
+
+    def test_a_kept_image_stops_naming_the_snapshot(self):
+        for error in (nova_exception.ImageNotAuthorized(
+                          image_id=self.image_id),
+                      nova_exception.ImageDeleteConflict(reason='in use')):
+            self.images.fail_delete = error
+            resp = self.delete()
+            self.assertEqual(204, resp.status_int, resp.text)
+            self.assertEqual([], self.store.list(self.server.uuid))
+            # A plain image: what Nova's own snapshot would have made, and
+            # what the request asked for (snapext_full) stays.
+            self.assertEqual({'snapext_full': 'true', 'os_distro': 'debian'},
+                             self.images.images[self.image_id]['properties'])
+            self.assertFalse(self.images.updates[-1][2], 'purge_props')
+            self.record = self.snapshot(image_id=self.image_id)
+
+    def test_glance_failing_does_not_fail_the_delete(self):
+        self.images.fail_delete = RuntimeError('glance is down')
+        resp = self.delete()
+        self.assertEqual(204, resp.status_int, resp.text)
+        self.assertEqual([], self.store.list(self.server.uuid))
+        self.assertIn(self.image_id, self.images.images)
+        self.assertEqual([], self.images.updates)
+
+    def test_a_snapshot_that_stays_keeps_its_image(self):
+        self.agent.error = exception.Conflict('busy')
+        self.assertEqual(409, self.delete().status_int)
+        self.assertIn(self.image_id, self.images.images)
+
+    def test_a_snapshot_without_image_touches_no_image(self):
+        record = self.snapshot()
+        resp = self.request('/snapext-snapshots/%s' % record['id'],
+                            method='DELETE')
+        self.assertEqual(204, resp.status_int)
+        self.assertIn(self.image_id, self.images.images)
 
 
 class RevertTest(FilterTestCase):
