@@ -16,8 +16,10 @@ check names the action it follows.  Hard reboot, stop/start, Nova's own
 snapshot and a detach/attach elsewhere are in test_lifecycle.
 """
 
+import json
 import os
 import subprocess
+import time
 
 from nova_snapext.tests.integration import base
 
@@ -146,8 +148,12 @@ class ImageBackedActionsTest(base.LifecycleMixin, base.VolumeMixin,
             failures=['error'], wait=300)
 
     def wait_snapshot_deleted(self, snapshot_id):
-        self.admin.block_storage.wait_for_delete(
-            self.admin.block_storage.get_snapshot(snapshot_id), wait=300)
+        deadline = time.monotonic() + 300
+        while self.admin.block_storage.find_snapshot(
+                snapshot_id, ignore_missing=True, all_projects=True):
+            self.assertLess(time.monotonic(), deadline,
+                            'Cinder snapshot %s not deleted' % snapshot_id)
+            time.sleep(1)
 
 
 class GoneAwayTest(base.LifecycleMixin, base.TestCase):
@@ -214,7 +220,11 @@ class VolumeBackedTest(base.LifecycleMixin, base.VolumeMixin,
         self.write(guest, s, 'before-full')
         self.full_snapshot(server, guest, s)
         image = self.admin.image.get_image(s.full_image)
-        [mapping] = image.properties['block_device_mapping']
+        # Nova's own shape: the root volume's Cinder snapshot in the
+        # image's block_device_mapping.
+        [mapping] = [m for m in json.loads(
+            image.properties['block_device_mapping'])
+            if m.get('boot_index') == 0]
         self.assertEqual('snapshot', mapping['source_type'])
         cinder_snap = self.admin.block_storage.get_snapshot(
             mapping['snapshot_id'])
