@@ -33,6 +33,20 @@ OPTS = [
                deprecated_name='block_job_timeout',
                help='Seconds recovery waits for a libvirt job (a memory '
                     'save) that an interrupted capture left running.'),
+    cfg.BoolOpt('revert_keeps_memory', default=True,
+                help='Whether a revert saves the running guest\'s memory '
+                     'before it stops it, so that a revert whose restore '
+                     'fails (or that is interrupted before the snapshot\'s '
+                     'guest runs) gives the guest back exactly as it was, '
+                     'RAM included.  It costs writing the guest\'s RAM once '
+                     '(time, and that much free space in the store while '
+                     'the revert runs).  Off: the guest is destroyed, and '
+                     'such a revert boots it on its previous disks.'),
+    cfg.IntOpt('libvirt_reconnect_timeout', default=30, min=1,
+               help='Seconds a failed revert waits for libvirtd to answer '
+                    'again (it may have been restarted) before it gives up '
+                    'bringing the guest back and leaves that to recovery at '
+                    'the next service start.'),
     cfg.BoolOpt('full_snapshot_default', default=False,
                 help='Whether "nova image-create" takes a full snapshot '
                      '(memory, CPU state and every disk) by default.  A '

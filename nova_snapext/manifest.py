@@ -10,6 +10,7 @@ import collections
 import json
 
 import jsonschema
+from oslo_utils import timeutils
 
 from nova_snapext import exception
 
@@ -95,8 +96,21 @@ SCHEMA = {
                            'since': {'type': 'string'}},
         },
         'nova': {'type': 'object'},
+        # what happened to reverts to this snapshot, oldest first
+        'history': {
+            'type': 'array',
+            'items': {
+                'type': 'object',
+                'required': ['at', 'event'],
+                'properties': {'at': {'type': 'string'},
+                               'event': {'type': 'string'},
+                               'detail': {'type': 'string'}},
+            },
+        },
     },
 }
+
+HISTORY_KEPT = 20
 
 _validator = jsonschema.Draft7Validator(SCHEMA)
 
@@ -139,6 +153,16 @@ def loads(text, source='manifest'):
 
 def dumps(manifest):
     return json.dumps(validate(manifest), indent=2, sort_keys=True)
+
+
+def add_history(manifest, event, detail, now=None):
+    """Append an event to the record's history, keeping the latest ones."""
+    if now is None:
+        now = timeutils.utcnow().isoformat() + 'Z'
+    history = manifest.setdefault('history', [])
+    history.append({'at': now, 'event': event, 'detail': detail})
+    del history[:-HISTORY_KEPT]
+    return manifest
 
 
 def children(manifests):

@@ -21,6 +21,7 @@ from nova_snapext.capture import progress
 from nova_snapext.capture import qemu_img
 from nova_snapext.capture import recovery
 from nova_snapext.capture import restore
+from nova_snapext.capture import revert
 from nova_snapext.capture import states
 from nova_snapext.capture import take
 from nova_snapext import exception
@@ -30,8 +31,8 @@ from nova_snapext import stores
 LOG = logging.getLogger(__name__)
 
 
-class Engine(take.TakeOps, restore.RestoreOps, delete.DeleteOps,
-             recovery.RecoveryOps, cinder.CinderOps):
+class Engine(take.TakeOps, restore.RestoreOps, revert.RevertOps,
+             delete.DeleteOps, recovery.RecoveryOps, cinder.CinderOps):
     """Snapshot operations on libvirt domains.
 
     :param conf: an oslo.config ConfigOpts with the [snapext] options

@@ -18,11 +18,13 @@ class RecoveryOps(object):
     """Engine operations run at service start."""
 
     def recover(self):
-        """Clean up what captures interrupted by a crash left behind.
+        """Clean up what operations interrupted by a crash left behind.
 
-        Run at service start (Nova's init_host): a guest the dead process
-        paused is resumed and one it froze is thawed, staged records are
-        dropped, an instance the external-overlay release left on overlays
+        Run at service start (Nova's init_host): a revert that died is
+        finished or rolled back from its journal (the guest runs thawed,
+        either from the snapshot or as before the revert), a guest the dead
+        process paused is resumed and one it froze is thawed, staged records
+        are dropped, an instance the external-overlay release left on overlays
         is migrated onto its disks' own files (:mod:`legacy`), and the
         internal snapshots of the captures that died (between their QEMU
         transaction and their record) are dropped: they are past states,
@@ -32,7 +34,7 @@ class RecoveryOps(object):
         Instances another live process is working on are left alone.
         """
         done = {'thawed': [], 'resumed': [], 'aborted': [], 'dropped': [],
-                'failed': [], 'migrated': [], 'kept': []}
+                'failed': [], 'migrated': [], 'kept': [], 'reverts': []}
         # Only instances this store knows: a capture stages its record
         # before QEMU creates any internal snapshot.
         for instance_uuid in self.store.instances():
@@ -54,6 +56,9 @@ class RecoveryOps(object):
 
     def _recover_domain(self, guest, done):
         instance_uuid = guest.uuid
+        # A revert that died: finished or rolled back from its journal
+        # (:mod:`revert`), before anything below reads the disks' states.
+        self._recover_revert(guest, done)
         staged = self.store.staged(instance_uuid)
         if staged:
             self._wait_for_libvirt_job(guest)

@@ -4,15 +4,12 @@ import os
 import time
 
 from oslo_log import log as logging
-from oslo_utils import uuidutils
 
 from nova_snapext.capture import domain_xml
-from nova_snapext.capture import guest as guest_mod
 from nova_snapext.capture import progress
 from nova_snapext.capture import qemu_img
 from nova_snapext.capture import quiesce
 from nova_snapext.capture import save_image
-from nova_snapext.capture import states
 from nova_snapext.capture import take
 from nova_snapext import exception
 from nova_snapext import manifest as manifest_mod
@@ -73,77 +70,26 @@ class RestoreOps(object):
         full = record['kind'] == manifest_mod.KIND_FULL
         restore_xml = memory_file = None
         if full:
+            # Readable by libvirt (header and XML) as well as intact, before
+            # anything is stopped.
             memory_file = self._verified_memory(record)
-            # The image's own XML, with each disk on the file the record
-            # names (the same file, except for a snapshot migrated from
-            # the external-overlay layout, whose image names an old
-            # overlay) and the console logs appending to the server's
-            # history.
-            restore_xml = domain_xml.with_disk_sources(
-                domain_xml.with_console_appended(
-                    self.host.saved_xml(memory_file)),
-                {d['target']: d['path'] for d in record['disks']})
+            restore_xml = self._restore_xml(record, memory_file)
         self._report('revert-planned', snapshot=record['id'],
                      domain=guest.name)
-        was_active = guest.is_active()
-        paths = [d['path'] for d in record['disks']]
-        undo = states.undo_name(uuidutils.generate_uuid()[:8])
-        timings = {}
-        try:
-            with progress.timed(timings, 'destroy'):
-                guest.destroy()
-            with progress.timed(timings, 'disks'):
-                # The state being replaced stays at hand until the guest
-                # runs again, for a failed restore to go back to.
-                sizes = {path: qemu_img.virtual_size(path) for path in paths}
-                for path in paths:
-                    qemu_img.snapshot_create(path, undo)
-                for disk in record['disks']:
-                    qemu_img.snapshot_apply(disk['path'], disk['snapshot'])
-                for path, size in states.sizes_to_keep(sizes, {
-                        p: qemu_img.virtual_size(p) for p in paths}).items():
-                    LOG.info('%s was extended since the snapshot; growing '
-                             'it back to %d bytes', path, size)
-                    qemu_img.grow(path, size)
-            with progress.timed(timings, 'restore' if full else 'boot'):
-                if full:
-                    self.host.restore(memory_file, restore_xml)
-                elif was_active:
-                    guest.create()
-        except Exception as exc:
-            self._undo_revert(guest, paths, undo, was_active)
-            raise exception.RevertFailed(
-                'revert of %s to %s failed: %s'
-                % (guest.name, record['id'], exc)) from exc
-        self.store.set_head(record['instance_uuid'], record['id'])
-        self._report('restored', snapshot=record['id'],
-                     **{k + '_ms': v for k, v in timings.items()})
-        guest = guest_mod.Guest(self._lookup(record['instance_uuid']))
-        if full:
-            self._thaw_if_frozen(record, guest.dom)
-        self._drop_states(guest, [(p, undo) for p in paths])
-        self._report('reverted', snapshot=record['id'],
-                     total_ms=progress.elapsed_ms(started))
+        self._run_revert(guest, record, memory_file, restore_xml, started)
 
-    def _undo_revert(self, guest, paths, undo, was_active):
-        """Bring the disks back to their pre-revert state, and the guest.
+    def _restore_xml(self, record, memory_file):
+        """The image's own XML, to restore it in place.
 
-        Its memory is lost: the guest boots on the disks it had.
+        Each disk on the file the record names (the same file, except for a
+        snapshot migrated from the external-overlay layout, whose image
+        names an old overlay) and the console logs appending to the
+        server's history.
         """
-        try:
-            guest.destroy()
-            for path in paths:
-                if undo in qemu_img.snapshot_names(path):
-                    qemu_img.snapshot_apply(path, undo)
-                    qemu_img.snapshot_delete(path, undo)
-            if was_active:
-                LOG.warning('revert failed; booting %s on its previous '
-                            'disks', guest.name)
-                guest.create()
-        except Exception:
-            LOG.exception('could not bring %s back after the failed revert; '
-                          'its previous disk state is kept as internal '
-                          'snapshot %s', guest.name, undo)
+        return domain_xml.with_disk_sources(
+            domain_xml.with_console_appended(
+                self.host.saved_xml(memory_file)),
+            {d['target']: d['path'] for d in record['disks']})
 
     def clone(self, snapshot_id, name, uuid, disk_sources, path_moves=None,
               xml_edit=None, paused=False, before_start=None):

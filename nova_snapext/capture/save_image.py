@@ -75,3 +75,18 @@ def copy_with_xml(src, dst, xml):
             if os.path.exists(tmp):
                 os.unlink(tmp)
             raise
+
+
+def is_complete(path):
+    """Whether ``path`` is a complete libvirt save image.
+
+    libvirt writes the header with the magic ``LibvirtQemudPart`` and
+    rewrites it to ``LibvirtQemudSave`` only once QEMU's migration stream
+    is complete (qemu_saveimage.c), so a save cut short is told apart
+    without reading the stream.
+    """
+    try:
+        with open(path, 'rb') as f:
+            return f.read(len(_MAGIC)) == _MAGIC
+    except FileNotFoundError:
+        return False
