@@ -5,6 +5,7 @@ Prints each progress stage on its own line as it happens.
 """
 
 import sys
+import time
 
 from oslo_config import cfg
 
@@ -12,7 +13,12 @@ from nova_snapext.capture import engine
 from nova_snapext import conf as snapext_conf
 
 
-def main(store, locks, domain):
+def child_engine(store, locks, pause_at=None):
+    """An engine that prints each stage, and stops for good at ``pause_at``.
+
+    Stopping there lets the test kill the process exactly between two
+    steps.
+    """
     conf = cfg.ConfigOpts()
     snapext_conf.register_opts(conf)
     conf([], project='snapext')
@@ -21,9 +27,14 @@ def main(store, locks, domain):
 
     def progress(stage, **kw):
         print(stage, flush=True)
+        if stage == pause_at:
+            time.sleep(3600)
 
-    engine.Engine(conf, progress=progress).take(domain,
-                                                quiesce_policy='required')
+    return engine.Engine(conf, progress=progress)
+
+
+def main(store, locks, domain):
+    child_engine(store, locks).take(domain, quiesce_policy='required')
 
 
 if __name__ == '__main__':

@@ -24,6 +24,48 @@ class KillMixin(object):
         child.kill()
         child.wait()
 
+    def revert_child(self, snapshot_id, pause_at=None):
+        """A revert in another process; it stops for good at ``pause_at``."""
+        args = [sys.executable, '-m',
+                'nova_snapext.tests.functional.revert_child',
+                self.conf.snapext.file_store_path,
+                self.conf.snapext.lock_path, snapshot_id]
+        child = subprocess.Popen(args + ([pause_at] if pause_at else []),
+                                 stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, text=True)
+        self.addCleanup(child.kill)
+        return child
+
+    def revert_and_kill(self, snapshot_id, kill_when=None, pause_at=None):
+        """Start a revert in another process; SIGKILL it midway.
+
+        At ``kill_when()`` returning (it watches the domain), or once the
+        child reports ``pause_at`` and stops there.  Returns the stages the
+        child reported.
+        """
+        child = self.revert_child(snapshot_id, pause_at)
+        stages = []
+        if pause_at:
+            for line in child.stdout:
+                stages.append(line.strip())
+                if stages[-1] == pause_at:
+                    break
+            else:
+                self.fail('the revert ended before %s: %s\n%s'
+                          % (pause_at, stages, child.stderr.read()))
+        else:
+            kill_when()
+        child.kill()
+        child.wait()
+        return stages
+
+    def wait_for_domain(self, predicate, timeout=60):
+        """Poll the domain's state every 2 ms until ``predicate(state)``."""
+        deadline = time.monotonic() + timeout
+        while not predicate(self.guest.dom.state()[0]):
+            self.assertLess(time.monotonic(), deadline)
+            time.sleep(0.002)
+
     def wait_for_internal_states(self):
         """Until QEMU has created the capture's internal snapshots."""
         deadline = time.monotonic() + 30
