@@ -36,6 +36,7 @@ from oslo_log import log as logging
 from oslo_utils import timeutils
 
 from nova_snapext.capture import domain_xml
+from nova_snapext.capture import durable
 from nova_snapext.capture import guest as guest_mod
 from nova_snapext.capture import qemu_img
 from nova_snapext.capture import quiesce
@@ -489,13 +490,7 @@ class Migrator(object):
         return os.path.join(self._instance_dir(instance_uuid), JOURNAL)
 
     def _write_journal(self, instance_uuid, journal):
-        path = self._journal_path(instance_uuid)
-        tmp = path + '.tmp'
-        with open(tmp, 'w') as f:
-            json.dump(journal, f, indent=2, sort_keys=True)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        durable.write_json(self._journal_path(instance_uuid), journal)
 
     # -- the domain --
 

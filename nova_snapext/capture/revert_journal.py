@@ -16,6 +16,8 @@ import os
 
 from oslo_utils import timeutils
 
+from nova_snapext.capture import durable
+
 NAME = '.revert.json'
 
 
@@ -51,17 +53,7 @@ def write(conf, store, journal, phase):
     journal['phase'] = phase
     target = path(conf, store, journal['instance_uuid'])
     os.makedirs(os.path.dirname(target), exist_ok=True)
-    tmp = target + '.tmp'
-    with open(tmp, 'w') as f:
-        json.dump(journal, f, indent=2, sort_keys=True)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, target)
-    fd = os.open(os.path.dirname(target), os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    durable.write_json(target, journal)
 
 
 def read(conf, store, instance_uuid):

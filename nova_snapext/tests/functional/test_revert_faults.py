@@ -96,11 +96,13 @@ class RevertFaultBase(base.GuestTestCase, interrupted.KillMixin):
 
 class FailedRestoreTest(RevertFaultBase):
 
-    def test_a_memory_image_libvirt_cannot_load_gives_the_guest_back(self):
-        """`error while loading state section id 3(ram)`: RAM kept."""
-        record, tick, before, now = self.prepare()
-        # An image damaged before its checksum was taken (the record
-        # matches it), so every check passes and libvirt's load fails.
+    def truncate_memory(self, record):
+        """Half the memory image, and a record that matches it.
+
+        An image damaged before its checksum was taken: every check passes
+        and libvirt's load fails (`error while loading state section id
+        3(ram)`).
+        """
         path = self.engine.store.local_path(record,
                                             record['memory']['location'])
         with open(path, 'r+b') as f:
@@ -109,6 +111,11 @@ class FailedRestoreTest(RevertFaultBase):
             record['memory']['sha256'] = hashlib.sha256(f.read()).hexdigest()
         record['memory']['bytes'] = os.path.getsize(path)
         self.engine.store.update(record)
+
+    def test_a_memory_image_libvirt_cannot_load_gives_the_guest_back(self):
+        """`error while loading state section id 3(ram)`: RAM kept."""
+        record, tick, before, now = self.prepare()
+        self.truncate_memory(record)
         offset = self.guest.console_size()
         self.progress[:] = []
 
@@ -129,14 +136,7 @@ class FailedRestoreTest(RevertFaultBase):
     def test_without_the_memory_save_it_boots_the_previous_disks(self):
         self.conf.set_override('revert_keeps_memory', False, 'snapext')
         record, tick, before, now = self.prepare()
-        path = self.engine.store.local_path(record,
-                                            record['memory']['location'])
-        with open(path, 'r+b') as f:
-            f.truncate(os.path.getsize(path) // 2)
-        with open(path, 'rb') as f:
-            record['memory']['sha256'] = hashlib.sha256(f.read()).hexdigest()
-        record['memory']['bytes'] = os.path.getsize(path)
-        self.engine.store.update(record)
+        self.truncate_memory(record)
 
         e = self.assertRaises(exception.RevertFailed, self.engine.revert,
                               record['id'])
