@@ -130,7 +130,7 @@ class RevertOps(object):
         """The snapshot's guest runs: HEAD, thaw, drop the undo state."""
         self.store.set_head(record['instance_uuid'], record['id'])
         guest = guest_mod.Guest(self._lookup(record['instance_uuid']))
-        if record['kind'] == manifest_mod.KIND_FULL:
+        if record['kind'] == manifest_mod.KIND_FULL and guest.is_active():
             self._thaw_if_frozen(record, guest.dom)
         self._drop_states(guest, [(p, journal['undo'])
                                   for p in journal['paths']])

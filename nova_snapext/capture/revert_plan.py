@@ -89,6 +89,11 @@ def reached(phase, step):
 
 def _settled(phase, active):
     """The cases a failure and a crash treat alike, or None."""
+    if reached(phase, FINISH):
+        # HEAD may have moved already; a guest stopped since is the
+        # user's doing, not the revert's.
+        return Recovery(FINISHED, [FINISH], 'the restored guest ran; '
+                        'finishing the revert')
     if active:
         if reached(phase, RESTORE):
             # The commit point was passed: the snapshot's guest runs (it

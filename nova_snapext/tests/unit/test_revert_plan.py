@@ -104,6 +104,10 @@ class PlanRecoveryTest(testtools.TestCase):
             self.assertEqual(plan.FINISHED, r.outcome)
             self.assertEqual([plan.FINISH], r.steps)
 
+    def test_killed_while_finishing_finishes_even_if_stopped_since(self):
+        r = plan.plan_recovery(plan.FINISH, False, True, True)
+        self.assertEqual(plan.FINISHED, r.outcome)
+
     def test_killed_before_the_save_completed(self):
         r = plan.plan_recovery(plan.SAVE, True, False, False)
         self.assertEqual(plan.ABANDONED, r.outcome)
