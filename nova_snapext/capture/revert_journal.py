@@ -66,8 +66,12 @@ def read(conf, store, instance_uuid):
 
 
 def remove(conf, store, journal):
-    """Forget the revert: its pending save, then its journal."""
-    for name in (journal['save'], path(conf, store, journal['instance_uuid'])):
+    """Forget the revert: its pending save, then its journal.
+
+    A journal write cut short by a crash leaves its temporary file too.
+    """
+    target = path(conf, store, journal['instance_uuid'])
+    for name in (journal['save'], target + '.tmp', target):
         try:
             os.unlink(name)
         except FileNotFoundError:

@@ -4,6 +4,7 @@ Usage: python -m nova_snapext.tests.functional.capture_child STORE LOCKS DOM
 Prints each progress stage on its own line as it happens.
 """
 
+import os
 import sys
 import time
 
@@ -24,6 +25,9 @@ def child_engine(store, locks, pause_at=None):
     conf([], project='snapext')
     conf.set_override('file_store_path', store, 'snapext')
     conf.set_override('lock_path', locks, 'snapext')
+    # The test's own engine settings that matter to the child.
+    if os.environ.get('SNAPEXT_REVERT_KEEPS_MEMORY') == '0':
+        conf.set_override('revert_keeps_memory', False, 'snapext')
 
     def progress(stage, **kw):
         print(stage, flush=True)

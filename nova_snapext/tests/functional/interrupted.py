@@ -1,5 +1,6 @@
 """Killing a capturing process midway, and checking what recovery left."""
 
+import os
 import subprocess
 import sys
 import time
@@ -30,9 +31,11 @@ class KillMixin(object):
                 'nova_snapext.tests.functional.revert_child',
                 self.conf.snapext.file_store_path,
                 self.conf.snapext.lock_path, snapshot_id]
+        env = dict(os.environ, SNAPEXT_REVERT_KEEPS_MEMORY=(
+            '1' if self.conf.snapext.revert_keeps_memory else '0'))
         child = subprocess.Popen(args + ([pause_at] if pause_at else []),
                                  stdout=subprocess.PIPE,
-                                 stderr=subprocess.PIPE, text=True)
+                                 stderr=subprocess.PIPE, text=True, env=env)
         self.addCleanup(child.kill)
         return child
 

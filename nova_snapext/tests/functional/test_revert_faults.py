@@ -27,11 +27,18 @@ AFTER = '/mnt/%s/after.bin'
 
 class RevertFaultBase(base.GuestTestCase, interrupted.KillMixin):
 
+    def keep_memory(self, keep):
+        # oslo.config overrides outlive a ConfigOpts (they sit on the
+        # shared Opt objects): cleared after the test.
+        self.conf.set_override('revert_keeps_memory', keep, 'snapext')
+        self.addCleanup(self.conf.clear_override, 'revert_keeps_memory',
+                        'snapext')
+
     def prepare(self):
         """A full quiesced snapshot, then a guest that moved on from it.
 
         Returns (record, its tick, {file: sha256} of the snapshot instant,
-        {file: sha256} the guest has now).
+        {file: sha256} the guest has now).  HEAD is noted as ``self.head``.
         """
         g = self.guest
         before = {BEFORE % d: g.write_file(BEFORE % d)
@@ -43,6 +50,7 @@ class RevertFaultBase(base.GuestTestCase, interrupted.KillMixin):
         for d in ('vda', 'vdb'):
             now[AFTER % d] = g.write_file(AFTER % d)
             now[BEFORE % d] = g.write_file(BEFORE % d)
+        self.head = self.engine.store.head(g.uuid)
         return record, tick, before, now
 
     def files(self, names):
@@ -65,7 +73,7 @@ class RevertFaultBase(base.GuestTestCase, interrupted.KillMixin):
         self.assertEqual(now, self.files(now))
         self.assertEqual('thawed', g.freeze_status())
         self.assertLeftNothing(record)
-        self.assertNotEqual(record['id'], self.engine.store.head(g.uuid))
+        self.assertEqual(self.head, self.engine.store.head(g.uuid))
 
     def assertFromSnapshot(self, record, offset, tick, before, now):
         """The guest runs from the snapshot's instant, thawed."""
@@ -134,7 +142,7 @@ class FailedRestoreTest(RevertFaultBase):
         self.assertCounterContinues(offset, good_tick)
 
     def test_without_the_memory_save_it_boots_the_previous_disks(self):
-        self.conf.set_override('revert_keeps_memory', False, 'snapext')
+        self.keep_memory(False)
         record, tick, before, now = self.prepare()
         self.truncate_memory(record)
 
@@ -156,7 +164,7 @@ class CostTest(RevertFaultBase):
         record, tick = self.take_noting_tick()
         timings = {}
         for keep in (True, False, True, False):
-            self.conf.set_override('revert_keeps_memory', keep, 'snapext')
+            self.keep_memory(keep)
             g.wait_for_tick(after=g.last_tick()[0] + 5)
             seen = []
             self.engine._progress = lambda stage, **kw: seen.append(
@@ -244,7 +252,7 @@ class KilledRevertTest(RevertFaultBase):
 
     def test_killed_after_a_destroy_without_memory_save(self):
         # Nothing of the guest's RAM is left: recovery completes the revert.
-        self.conf.set_override('revert_keeps_memory', False, 'snapext')
+        self.keep_memory(False)
         record, tick, before, now = self.prepare()
         offset = self.guest.console_size()
         self.revert_and_kill(record['id'], pause_at='revert-destroy')
