@@ -16,6 +16,7 @@ from oslo_utils import uuidutils
 from nova_snapext.capture import cinder
 from nova_snapext.capture import delete
 from nova_snapext.capture import guest as guest_mod
+from nova_snapext.capture import host_errors
 from nova_snapext.capture import locks
 from nova_snapext.capture import progress
 from nova_snapext.capture import qemu_img
@@ -30,6 +31,7 @@ from nova_snapext import stores
 LOG = logging.getLogger(__name__)
 
 
+@host_errors.translated_all
 class Engine(take.TakeOps, restore.RestoreOps, delete.DeleteOps,
              recovery.RecoveryOps, cinder.CinderOps):
     """Snapshot operations on libvirt domains.
@@ -38,6 +40,10 @@ class Engine(take.TakeOps, restore.RestoreOps, delete.DeleteOps,
     :param store: a SnapshotStore; the configured plugin when omitted
     :param progress: callable(stage, **details) told about each step; every
         step is logged either way
+
+    Every public method raises snapext errors only: libvirt, file system
+    and qemu-img failures arrive as exception.HostError subclasses with a
+    one-line cause (:mod:`host_errors`).
     """
 
     def __init__(self, conf, store=None, conn=None, progress=None):
@@ -52,7 +58,7 @@ class Engine(take.TakeOps, restore.RestoreOps, delete.DeleteOps,
     @property
     def conn(self):
         if self._conn is None:
-            self._conn = libvirt.open(self.conf.snapext.libvirt_uri)
+            self._conn = guest_mod.connect(self.conf.snapext.libvirt_uri)
         return self._conn
 
     @property
@@ -149,7 +155,9 @@ class Engine(take.TakeOps, restore.RestoreOps, delete.DeleteOps,
             self.store.head(guest.uuid), {m['id']: m for m in manifests},
             reasons)
         return {'instance_uuid': guest.uuid, 'current': current,
-                'snapshots': manifest_mod.tree(manifests, current, reasons)}
+                'snapshots': manifest_mod.tree(
+                    manifests, current, reasons,
+                    self.store.broken(guest.uuid))}
 
     # -- what Nova's own operations tell the records --
 

@@ -14,9 +14,24 @@ import libvirt_qemu
 from oslo_log import log as logging
 
 from nova_snapext.capture import domain_xml
+from nova_snapext.capture import host_errors
 from nova_snapext import exception
 
 LOG = logging.getLogger(__name__)
+
+
+def connect(uri):
+    """The libvirt connection at ``uri``; HypervisorUnavailable if none.
+
+    Every other libvirt failure reaches the engine's callers as a snapext
+    error through host_errors.translated.
+    """
+    try:
+        return libvirt.open(uri)
+    except libvirt.libvirtError as exc:
+        raise exception.HypervisorUnavailable(
+            'cannot connect to libvirt at %s: %s'
+            % (uri, host_errors.first_line(exc))) from None
 
 
 class Guest(object):
