@@ -96,10 +96,21 @@ class Engine(take.TakeOps, restore.RestoreOps, delete.DeleteOps,
     # -- disk states --
 
     @staticmethod
-    def _held(paths):
-        """{file: internal snapshot names} of those ``paths`` that exist."""
-        return {path: set(qemu_img.snapshot_names(path))
-                for path in sorted(set(paths)) if os.path.exists(path)}
+    def _held(paths, guest=None):
+        """{file: internal snapshot names} of those ``paths`` that exist.
+
+        The files a running ``guest`` writes are read through its QEMU.
+        """
+        paths = sorted(set(paths))
+        held = {}
+        if guest is not None and guest.is_active():
+            active = {d.path for d in guest.disks()}
+            held = guest.internal_snapshots(
+                [p for p in paths if p in active])
+        held.update({path: set(qemu_img.snapshot_names(path))
+                     for path in paths
+                     if path not in held and os.path.exists(path)})
+        return held
 
     def _drop_states(self, guest, wanted):
         """Drop internal snapshots [(file, name)] wherever they still are."""
@@ -107,7 +118,8 @@ class Engine(take.TakeOps, restore.RestoreOps, delete.DeleteOps,
         live = ({d.target: d.path for d in guest.disks()} if running
                 else {})
         steps = states.plan_delete(wanted, live,
-                                   self._held(p for p, _ in wanted))
+                                   self._held((p for p, _ in wanted),
+                                              guest))
         nodes = guest.format_nodes(live) if any(
             isinstance(s, states.DeleteLive) for s in steps) else {}
         for step in steps:

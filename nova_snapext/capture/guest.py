@@ -118,6 +118,22 @@ class Guest(object):
             nodes[target] = by_file[path]
         return nodes
 
+    def internal_snapshots(self, paths):
+        """{file: internal snapshot names} of the active files ``paths``.
+
+        NOTE: QEMU has these files open for writing; its view of their
+        snapshot tables is the current one, which ``qemu-img -U`` may read
+        half-written.  A file this QEMU does not write is left out.
+        """
+        held = {}
+        for node in self.qmp('query-named-block-nodes'):
+            if (node.get('drv') == 'qcow2' and not node.get('ro') and
+                    node.get('file') in paths):
+                held[node['file']] = {
+                    s['name'] for s in
+                    node.get('image', {}).get('snapshots', [])}
+        return held
+
     def snapshot_internal(self, nodes, name):
         """Internal snapshot ``name`` of every node, at one instant.
 

@@ -179,9 +179,10 @@ class HostFaultTest(FaultTestCase):
         rc, out, err = run_cli(config, 'take', g.name, '--disk-only',
                                env={'PATH': '/nonexistent'})
         self.assertOneLineError(rc, err, 'qemu-img')
+        # The tree of a running guest comes from its QEMU: no qemu-img.
         rc, out, err = run_cli(config, 'list', g.name,
                                env={'PATH': '/nonexistent'})
-        self.assertOneLineError(rc, err, 'cannot run qemu-img')
+        self.assertEqual(0, rc, err)
         self.assertEqual({'vda': [], 'vdb': []}, self.snapext_states())
         self.assertEqual([], self.staging_dirs())
         self.assertAliveAndThawed()
