@@ -65,6 +65,16 @@ RPC_OPTS = [
     cfg.IntOpt('rpc_capture_timeout', default=600, min=1,
                help='Seconds a caller waits for the agent to answer capture, '
                     'revert and delete (a memory image takes a while).'),
+    cfg.IntOpt('rpc_call_monitor_timeout', default=60, min=0,
+               help='Seconds without a heartbeat from the agent after which '
+                    'a caller of capture, revert, delete or release gives up '
+                    '(oslo.messaging\'s call_monitor_timeout, as Nova uses '
+                    'for its long calls): a dead agent is noticed in about '
+                    'this time, while a live one, which heartbeats every '
+                    'half of it, may work up to rpc_capture_timeout.  0 '
+                    'turns the call monitor off (a caller of a dead agent '
+                    'then waits rpc_capture_timeout); values under 2 count '
+                    'as 2, the shortest oslo.messaging heartbeats.'),
     cfg.IntOpt('max_freeze_ms', default=60000, min=100,
                help='Upper bound of the timeout_ms a caller may give freeze: '
                     'the agent\'s watchdog thaws a guest no later than this '

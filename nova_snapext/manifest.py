@@ -190,6 +190,8 @@ def ancestors(manifests, snapshot_id):
 STATE_AVAILABLE = 'available'
 STATE_UNAVAILABLE = 'unavailable'
 STATE_UNKNOWN = 'unknown'
+# The record itself cannot be used (see stores.base.SnapshotStore.broken).
+STATE_BROKEN = 'broken'
 
 
 def state_of(snapshot_id, unavailable):
@@ -205,17 +207,28 @@ def state_of(snapshot_id, unavailable):
     return (STATE_UNAVAILABLE if reason else STATE_AVAILABLE), reason
 
 
-def tree(manifests, current_id=None, unavailable=None):
+def tree(manifests, current_id=None, unavailable=None, broken=()):
     """A nested, JSON-friendly view of the snapshot tree.
 
     :param unavailable: as for :func:`state_of`
+    :param broken: [{'id', 'reason'}] of the records that cannot be used
+        (the store's ``broken()``): each is a node in state ``broken`` with
+        its reason, and the children that name it as parent stay under it
     """
     by_id = {m['id']: m for m in manifests}
+    broken_by_id = {b['id']: b for b in broken if b['id'] not in by_id}
     kids = children(manifests)
     orphans = [m['id'] for m in manifests
-               if m['parent_id'] is not None and m['parent_id'] not in by_id]
+               if m['parent_id'] is not None and m['parent_id'] not in by_id
+               and m['parent_id'] not in broken_by_id]
 
     def node(snapshot_id):
+        if snapshot_id in broken_by_id:
+            return {'id': snapshot_id, 'kind': None, 'created_at': None,
+                    'current': False, 'state': STATE_BROKEN,
+                    'reason': broken_by_id[snapshot_id]['reason'],
+                    'children': [node(c) for c in kids.get(snapshot_id,
+                                                           [])]}
         m = by_id[snapshot_id]
         state, reason = state_of(snapshot_id, unavailable)
         return {'id': snapshot_id, 'kind': m['kind'],
@@ -224,7 +237,9 @@ def tree(manifests, current_id=None, unavailable=None):
                 'state': state, 'reason': reason,
                 'children': [node(c) for c in kids.get(snapshot_id, [])]}
 
-    return [node(r) for r in kids.get(None, []) + orphans]
+    # Broken records come last: their place in the tree is not known.
+    return [node(r) for r in
+            kids.get(None, []) + orphans + sorted(broken_by_id)]
 
 
 def reparent_on_delete(manifests, snapshot_id):

@@ -82,12 +82,20 @@ class Controller(object):
             raise faults.Fault(404, exc.format_message())
 
     def _snapshot(self, context, snapshot_id):
-        """The record and its instance; 404 for anyone who may not see it."""
+        """The record and its instance; 404 for anyone who may not see it.
+
+        A broken record is returned as its exception.BrokenRecord; its
+        instance is the one whose records hold it.
+        """
         not_found = faults.Fault(
             404, 'Snapshot %s could not be found.' % snapshot_id)
         try:
-            record = self.store.get(snapshot_id)
-            instance = self.compute_api.get(context, record['instance_uuid'])
+            try:
+                record = self.store.get(snapshot_id)
+                instance_uuid = record['instance_uuid']
+            except exception.BrokenRecord as exc:
+                record, instance_uuid = exc, exc.instance_uuid
+            instance = self.compute_api.get(context, instance_uuid)
         except (exception.NotFound, nova_exception.InstanceNotFound):
             raise not_found
         return record, instance
@@ -170,24 +178,31 @@ class Controller(object):
         policies.authorize(context, policies.INDEX, instance)
         records = self.store.list(instance.uuid)
         current, reasons = self._host_view(context, instance)
-        return views.tree(instance.uuid, records, current, reasons)
+        return views.tree(instance.uuid, records, current, reasons,
+                          self.store.broken(instance.uuid))
 
     def show(self, context, snapshot_id):
         record, instance = self._snapshot(context, snapshot_id)
         policies.authorize(context, policies.SHOW, instance)
+        if isinstance(record, exception.BrokenRecord):
+            return views.broken_snapshot(record)
         _, reasons = self._host_view(context, instance)
         return views.snapshot(record, reasons)
 
     def delete(self, context, snapshot_id):
         record, instance = self._snapshot(context, snapshot_id)
-        policies.authorize(context, policies.DELETE, instance)
+        broken = isinstance(record, exception.BrokenRecord)
+        policies.authorize(context, policies.DELETE_BROKEN if broken
+                           else policies.DELETE, instance)
         self._check_state(context, instance, DELETE_ACTION, DELETABLE)
         with self._task_state(context, instance, DELETE_ACTION,
                               task_states.DELETING_SNAPSHOT):
             self._record_action(context, instance, DELETE_ACTION)
             self.agent.delete(context.to_dict(), instance.host,
                               {'snapshot_id': snapshot_id})
-        self._delete_image(context, record)
+        if not broken:
+            # A broken record's image id cannot be trusted.
+            self._delete_image(context, record)
 
     def _delete_image(self, context, record):
         """Delete the image createImage made for a deleted snapshot.
@@ -243,6 +258,13 @@ class Controller(object):
         policies.authorize(context, policies.REVERT, instance)
         try:
             record = self.store.get(snapshot_id)
+        except exception.BrokenRecord as exc:
+            if exc.instance_uuid != instance.uuid:
+                record = None
+            else:
+                raise faults.Fault(409, 'Snapshot %s cannot be reverted to: '
+                                        'its record is broken: %s'
+                                   % (snapshot_id, exc.reason))
         except exception.NotFound:
             record = None
         if record is None or record['instance_uuid'] != instance.uuid:

@@ -24,6 +24,8 @@ _STATUS = [
     (exception.NotFound, 404),
     (exception.Conflict, 409),
     (exception.QuiesceRequired, 409),
+    # A record that cannot be used: its state, not the request, is wrong.
+    (exception.BrokenRecord, 409),
     (exception.AgentUnavailable, 503),
 ]
 
@@ -33,6 +35,24 @@ _SERVER_ERROR = {
     500: 'The snapshot operation failed; the cloud operator can find the '
          'cause in the nova-api log.',
 }
+
+# 5xx answers by cause, most specific first: what a user may know (the
+# host cannot do it now) without the host's paths and messages.
+_SERVER_ERROR_BY_CLASS = [
+    (exception.AgentLost,
+     'The snapext agent on the server\'s host stopped answering during '
+     'the operation; its outcome is known once the agent is back.'),
+    (exception.HypervisorUnavailable,
+     'The server\'s compute host cannot reach its hypervisor; try again '
+     'later.'),
+    (exception.StorageError,
+     'The server\'s compute host could not write or read the snapshot '
+     '(for example its storage is full); the cloud operator can find the '
+     'cause in the nova-api and compute logs.'),
+    (exception.DiskToolFailed,
+     'A disk tool failed on the server\'s compute host; the cloud '
+     'operator can find the cause in the nova-api and compute logs.'),
+]
 
 # oslo.messaging rebuilds a remote exception as "<Class>_Remote"; the RPC
 # client turns it back into the plain class, but a raw one must map too.
@@ -86,8 +106,15 @@ def from_exception(exc):
         # the response only carries a fixed sentence.
         LOG.error('snapext request failed: %s: %s',
                   type(exc).__name__, message, exc_info=exc)
-        message = _SERVER_ERROR.get(code, _SERVER_ERROR[500])
+        message = _server_message(klass, code)
     return Fault(code, message)
+
+
+def _server_message(klass, code):
+    for base, message in _SERVER_ERROR_BY_CLASS:
+        if klass is not None and issubclass(klass, base):
+            return message
+    return _SERVER_ERROR.get(code, _SERVER_ERROR[500])
 
 
 def render(req, fault):

@@ -20,6 +20,7 @@ PREFIX = 'snapext:snapshots:%s'
 INDEX = PREFIX % 'index'
 SHOW = PREFIX % 'show'
 DELETE = PREFIX % 'delete'
+DELETE_BROKEN = PREFIX % 'delete_broken'
 REVERT = PREFIX % 'revert'
 CREATE = PREFIX % 'create'
 
@@ -40,6 +41,14 @@ _rules = [
           'GET', '/snapext-snapshots/{snapshot_id}'),
     _rule(DELETE, base.PROJECT_MEMBER_OR_ADMIN,
           'Delete a snapshot; its children are kept.',
+          'DELETE', '/snapext-snapshots/{snapshot_id}'),
+    # A broken record is damaged data on a compute host (a bad disk, a
+    # hand-made copy): deleting it destroys what an operator would look at
+    # or restore, and leaves disk states only an operator can drop.
+    _rule(DELETE_BROKEN, base.ADMIN,
+          'Delete a broken snapshot record (unreadable, invalid, or a copy '
+          'of another snapshot\'s record): its record and memory image are '
+          'removed, the disk states it names are kept.',
           'DELETE', '/snapext-snapshots/{snapshot_id}'),
     _rule(REVERT, base.PROJECT_MEMBER_OR_ADMIN,
           'Revert a server to a snapshot, memory included (server action '

@@ -38,13 +38,35 @@ def snapshot(record, unavailable):
     }}
 
 
-def tree(server_id, records, current_id, unavailable):
+def broken_snapshot(exc):
+    """The body of a record that cannot be used (an exception.BrokenRecord).
+
+    Only where it lies is known: its content is not to be trusted.
+    """
+    return {'snapshot': {
+        'id': exc.snapshot_id,
+        'server_id': exc.instance_uuid,
+        'parent_id': None,
+        'created_at': None,
+        'kind': None,
+        'quiesce': None,
+        'memory': None,
+        'disks': [],
+        'image_id': None,
+        'state': manifest_mod.STATE_BROKEN,
+        'reason': exc.reason,
+    }}
+
+
+def tree(server_id, records, current_id, unavailable, broken=()):
     """The tree of ``records``, each node with its state and reason.
 
     :param unavailable: as the host reported it ({id: reason or None}), or
         None when it did not answer
+    :param broken: the store's broken records of the server, nodes in
+        state ``broken`` with their reason
     """
     return {'server_id': server_id,
             'current': current_id,
             'snapshots': manifest_mod.tree(records, current_id,
-                                           unavailable)}
+                                           unavailable, broken)}

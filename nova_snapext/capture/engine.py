@@ -16,6 +16,7 @@ from oslo_utils import uuidutils
 from nova_snapext.capture import cinder
 from nova_snapext.capture import delete
 from nova_snapext.capture import guest as guest_mod
+from nova_snapext.capture import host_errors
 from nova_snapext.capture import locks
 from nova_snapext.capture import progress
 from nova_snapext.capture import qemu_img
@@ -31,6 +32,7 @@ from nova_snapext import stores
 LOG = logging.getLogger(__name__)
 
 
+@host_errors.translated_all
 class Engine(take.TakeOps, restore.RestoreOps, revert.RevertOps,
              delete.DeleteOps, recovery.RecoveryOps, cinder.CinderOps):
     """Snapshot operations on libvirt domains.
@@ -39,6 +41,10 @@ class Engine(take.TakeOps, restore.RestoreOps, revert.RevertOps,
     :param store: a SnapshotStore; the configured plugin when omitted
     :param progress: callable(stage, **details) told about each step; every
         step is logged either way
+
+    Every public method raises snapext errors only: libvirt, file system
+    and qemu-img failures arrive as exception.HostError subclasses with a
+    one-line cause (:mod:`host_errors`).
     """
 
     def __init__(self, conf, store=None, conn=None, progress=None):
@@ -53,7 +59,7 @@ class Engine(take.TakeOps, restore.RestoreOps, revert.RevertOps,
     @property
     def conn(self):
         if self._conn is None:
-            self._conn = libvirt.open(self.conf.snapext.libvirt_uri)
+            self._conn = guest_mod.connect(self.conf.snapext.libvirt_uri)
         return self._conn
 
     @property
@@ -91,10 +97,21 @@ class Engine(take.TakeOps, restore.RestoreOps, revert.RevertOps,
     # -- disk states --
 
     @staticmethod
-    def _held(paths):
-        """{file: internal snapshot names} of those ``paths`` that exist."""
-        return {path: set(qemu_img.snapshot_names(path))
-                for path in sorted(set(paths)) if os.path.exists(path)}
+    def _held(paths, guest=None):
+        """{file: internal snapshot names} of those ``paths`` that exist.
+
+        The files a running ``guest`` writes are read through its QEMU.
+        """
+        paths = sorted(set(paths))
+        held = {}
+        if guest is not None and guest.is_active():
+            active = {d.path for d in guest.disks()}
+            held = guest.internal_snapshots(
+                [p for p in paths if p in active])
+        held.update({path: set(qemu_img.snapshot_names(path))
+                     for path in paths
+                     if path not in held and os.path.exists(path)})
+        return held
 
     def _drop_states(self, guest, wanted):
         """Drop internal snapshots [(file, name)] wherever they still are."""
@@ -102,7 +119,8 @@ class Engine(take.TakeOps, restore.RestoreOps, revert.RevertOps,
         live = ({d.target: d.path for d in guest.disks()} if running
                 else {})
         steps = states.plan_delete(wanted, live,
-                                   self._held(p for p, _ in wanted))
+                                   self._held((p for p, _ in wanted),
+                                              guest))
         nodes = guest.format_nodes(live) if any(
             isinstance(s, states.DeleteLive) for s in steps) else {}
         for step in steps:
@@ -150,7 +168,9 @@ class Engine(take.TakeOps, restore.RestoreOps, revert.RevertOps,
             self.store.head(guest.uuid), {m['id']: m for m in manifests},
             reasons)
         return {'instance_uuid': guest.uuid, 'current': current,
-                'snapshots': manifest_mod.tree(manifests, current, reasons)}
+                'snapshots': manifest_mod.tree(
+                    manifests, current, reasons,
+                    self.store.broken(guest.uuid))}
 
     # -- what Nova's own operations tell the records --
 

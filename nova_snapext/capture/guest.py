@@ -14,9 +14,24 @@ import libvirt_qemu
 from oslo_log import log as logging
 
 from nova_snapext.capture import domain_xml
+from nova_snapext.capture import host_errors
 from nova_snapext import exception
 
 LOG = logging.getLogger(__name__)
+
+
+def connect(uri):
+    """The libvirt connection at ``uri``; HypervisorUnavailable if none.
+
+    Every other libvirt failure reaches the engine's callers as a snapext
+    error through host_errors.translated.
+    """
+    try:
+        return libvirt.open(uri)
+    except libvirt.libvirtError as exc:
+        raise exception.HypervisorUnavailable(
+            'cannot connect to libvirt at %s: %s'
+            % (uri, host_errors.first_line(exc))) from None
 
 
 class Guest(object):
@@ -102,6 +117,22 @@ class Guest(object):
                     % (self.name, target, path))
             nodes[target] = by_file[path]
         return nodes
+
+    def internal_snapshots(self, paths):
+        """{file: internal snapshot names} of the active files ``paths``.
+
+        NOTE: QEMU has these files open for writing; its view of their
+        snapshot tables is the current one, which ``qemu-img -U`` may read
+        half-written.  A file this QEMU does not write is left out.
+        """
+        held = {}
+        for node in self.qmp('query-named-block-nodes'):
+            if (node.get('drv') == 'qcow2' and not node.get('ro') and
+                    node.get('file') in paths):
+                held[node['file']] = {
+                    s['name'] for s in
+                    node.get('image', {}).get('snapshots', [])}
+        return held
 
     def snapshot_internal(self, nodes, name):
         """Internal snapshot ``name`` of every node, at one instant.

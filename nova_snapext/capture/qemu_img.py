@@ -1,13 +1,28 @@
-"""The qemu-img calls the engine makes on disk files."""
+"""The qemu-img calls the engine makes on disk files.
+
+Every run fails as exception.DiskToolFailed, with qemu-img's own first line
+of error or the reason it could not run at all (not installed).
+"""
 
 import os
 
 from oslo_concurrency import processutils
 from oslo_serialization import jsonutils
 
+from nova_snapext.capture import host_errors
+from nova_snapext import exception
+
 
 def _run(*args):
-    return processutils.execute('qemu-img', *args)[0]
+    try:
+        return processutils.execute('qemu-img', *args)[0]
+    except processutils.ProcessExecutionError as exc:
+        raise host_errors.from_process_error(exc) from exc
+    except OSError as exc:
+        # Popen's: the program itself is missing or not executable.
+        raise exception.DiskToolFailed(
+            'cannot run qemu-img (is it installed and on PATH?): %s'
+            % (exc.strerror or exc)) from exc
 
 
 def info(path):

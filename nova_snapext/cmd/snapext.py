@@ -12,10 +12,13 @@ import uuid
 import libvirt
 from oslo_config import cfg
 from oslo_log import log as logging
+from oslo_utils import uuidutils
 
 from nova_snapext.capture import engine as engine_mod
+from nova_snapext.capture import guest as capture_guest
 from nova_snapext import conf as snapext_conf
 from nova_snapext import exception
+from nova_snapext import manifest as manifest_mod
 
 LOG = logging.getLogger(__name__)
 
@@ -37,7 +40,13 @@ def cmd_list(conf, args):
 
 
 def cmd_show(conf, args):
-    print(json.dumps(_engine(conf).store.get(args.snapshot), indent=2))
+    try:
+        record = _engine(conf).store.get(args.snapshot)
+    except exception.BrokenRecord as exc:
+        # It exists, and cannot be used: say so as the list does.
+        record = {'id': exc.snapshot_id, 'instance_uuid': exc.instance_uuid,
+                  'state': manifest_mod.STATE_BROKEN, 'reason': exc.reason}
+    print(json.dumps(record, indent=2))
 
 
 def cmd_revert(conf, args):
@@ -46,8 +55,20 @@ def cmd_revert(conf, args):
 
 
 def cmd_delete(conf, args):
-    _engine(conf).delete(args.snapshot)
-    print('deleted %s' % args.snapshot)
+    engine = _engine(conf)
+    if args.broken_in:
+        # A broken copy can share its id with a good record elsewhere.
+        ident = args.broken_in
+        instance_uuid = (ident if uuidutils.is_uuid_like(ident)
+                         else engine.domain(ident).UUIDString())
+        result = engine.delete_broken(instance_uuid, args.snapshot)
+    else:
+        result = engine.delete(args.snapshot)
+    print('deleted %s%s' % (args.snapshot,
+                            ' (a broken record)' if result['broken'] else ''))
+    for state in result['kept']:
+        print('kept internal snapshot %s: the broken record cannot tell '
+              'whether Cinder owns it' % state)
 
 
 def cmd_demo(conf, args):
@@ -58,7 +79,7 @@ def cmd_demo(conf, args):
     conf.set_override('file_store_path', os.path.join(workdir, 'store'),
                       'snapext')
     conf.set_override('lock_path', os.path.join(workdir, 'locks'), 'snapext')
-    conn = libvirt.open(conf.snapext.libvirt_uri)
+    conn = capture_guest.connect(conf.snapext.libvirt_uri)
     # The boot polls the guest agent until it answers; libvirt would print
     # every "not connected yet" to stderr.
     libvirt.registerErrorHandler(lambda ctx, err: None, None)
@@ -192,6 +213,10 @@ def build_parser():
         p = sub.add_parser(name, help=text)
         p.add_argument('snapshot')
         p.set_defaults(func=func)
+    p.add_argument('--broken-in', metavar='DOMAIN',
+                   help='delete the broken record SNAPSHOT among the '
+                        'records of DOMAIN (name or UUID), e.g. a copy of '
+                        'another instance\'s record')
 
     p = sub.add_parser('demo', help='snapshot and revert the real test guest')
     p.add_argument('--workdir', default='/var/tmp')
@@ -202,6 +227,11 @@ def build_parser():
     return parser
 
 
+def _fail(message):
+    print('snapext: error: %s' % message, file=sys.stderr)
+    return 1
+
+
 def main(argv=None):
     args = build_parser().parse_args(argv)
     conf = cfg.ConfigOpts()
@@ -209,13 +239,21 @@ def main(argv=None):
     logging.register_options(conf)
     # stdout carries the command's answer (JSON); progress goes to stderr.
     conf.set_default('use_stderr', True)
-    conf([], project='snapext', default_config_files=args.config_file)
+    try:
+        conf([], project='snapext', default_config_files=args.config_file)
+    except cfg.Error as exc:
+        return _fail('configuration: %s' % exc)
     logging.setup(conf, 'snapext')
     try:
         return args.func(conf, args) or 0
     except exception.SnapextError as exc:
-        print('snapext: error: %s' % exc, file=sys.stderr)
-        return 1
+        return _fail(exc)
+    except Exception as exc:
+        # The engine maps every host failure to a snapext error; this is a
+        # bug, whose traceback goes to the log at debug level only.
+        LOG.debug('unexpected error', exc_info=True)
+        return _fail('unexpected %s: %s ([DEFAULT] debug = true logs the '
+                     'traceback)' % (type(exc).__name__, exc))
 
 
 if __name__ == '__main__':

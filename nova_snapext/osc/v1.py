@@ -8,7 +8,8 @@ from osc_lib.command import command
 from osc_lib import exceptions
 from osc_lib import utils
 
-_LIST_COLUMNS = ('ID', 'Kind', 'Created At', 'Parent', 'Current', 'State')
+_LIST_COLUMNS = ('ID', 'Kind', 'Created At', 'Parent', 'Current', 'State',
+                 'Reason')
 _SHOW_FIELDS = ('id', 'server_id', 'parent_id', 'created_at', 'kind',
                 'state', 'reason', 'quiesce', 'memory', 'disks', 'image_id')
 
@@ -21,8 +22,10 @@ def _find_server(app, name_or_id):
 
 def _flatten(nodes, parent=None):
     for node in nodes:
+        # The reason says why a snapshot is unavailable or its record
+        # broken.
         yield (node['id'], node['kind'], node['created_at'], parent,
-               node['current'], node.get('state'))
+               node['current'], node.get('state'), node.get('reason'))
         yield from _flatten(node['children'], node['id'])
 
 

@@ -319,15 +319,22 @@ class AgentEndpoint(object):
 
     @_operation('delete')
     def delete(self, op, spec):
-        record = self.engine.store.get(_snapshot_id(spec))
+        snapshot_id = _snapshot_id(spec)
+        try:
+            record = self.engine.store.get(snapshot_id)
+        except exception.BrokenRecord as exc:
+            # Removable all the same; only its instance is known.
+            record = {'id': exc.snapshot_id,
+                      'instance_uuid': exc.instance_uuid}
         uuid = record['instance_uuid']
-        self._delete(op, record)
+        result = self._delete(op, record)
         try:
             active = _active_disks(self.engine.domain(uuid))
         except exception.NotFound:
             active = {}
         return {'snapshot_id': record['id'], 'instance_uuid': uuid,
-                'active_disks': active,
+                'active_disks': active, 'broken': result['broken'],
+                'kept': result['kept'],
                 'manifests': self.engine.store.list(uuid)}
 
     def _delete(self, op, record):
@@ -335,7 +342,7 @@ class AgentEndpoint(object):
         uuid = record['instance_uuid']
         with self._claim([uuid], op):
             self._refuse_frozen(uuid, 'deleting its snapshot')
-            self.engine.delete(record['id'])
+            return self.engine.delete(record['id'])
 
     # -- 2.1 ------------------------------------------------------------------
 

@@ -23,6 +23,16 @@ class AgentAPI(object):
     * 2.1 - Add release (drop internal snapshots Cinder owns from an
       instance's disks) and adopt (Cinder takes over one disk of a record).
 
+    Not a version change: the long calls (capture, revert, delete, release)
+    are made with oslo.messaging's ``call_monitor_timeout`` ([snapext]
+    rpc_call_monitor_timeout), as Nova's compute RPC API makes its long
+    ones.  Every agent heartbeats them (oslo.messaging's RPC server does,
+    whatever its version), so a caller learns within about that time that
+    the agent died (``exception.AgentLost``), while a slow capture on a live
+    agent runs up to ``rpc_capture_timeout``.  A broken record raises
+    ``exception.BrokenRecord`` with its ``snapshot_id``, ``instance_uuid``
+    and ``reason``.
+
     Every method takes the request context as a dict (an oslo.context
     object is turned into one) and the target ``host`` (the compute host's
     ``CONF.host``, which is also a Cinder attachment's ``attached_host``).
@@ -48,8 +58,22 @@ class AgentAPI(object):
         self.client = messaging.get_rpc_client(
             transport, target, version_cap=cap)
 
+    def _long_call(self, ctxt, host, method, version='2.0', **kwargs):
+        """A call that may run for minutes, watched by the call monitor."""
+        timeout = self.conf.snapext.rpc_capture_timeout
+        monitor = self.conf.snapext.rpc_call_monitor_timeout
+        if not monitor or monitor >= timeout:
+            monitor = None
+        else:
+            # oslo.messaging's server heartbeats every int(timeout) / 2 s
+            # and ignores a monitor timeout under 2 s.
+            monitor = max(2, monitor)
+        return self._call(ctxt, host, method, version=version,
+                          timeout=timeout, call_monitor_timeout=monitor,
+                          **kwargs)
+
     def _call(self, ctxt, host, method, version='2.0', timeout=None,
-              **kwargs):
+              call_monitor_timeout=None, **kwargs):
         if not self.client.can_send_version(version):
             raise exception.AgentUnavailable(
                 '%s needs snapext agent RPC %s but the version cap is %s'
@@ -57,8 +81,9 @@ class AgentAPI(object):
         if hasattr(ctxt, 'to_dict'):
             ctxt = ctxt.to_dict()
         timeout = timeout or self.conf.snapext.rpc_timeout
-        cctxt = self.client.prepare(server=host, version=version,
-                                    timeout=timeout)
+        cctxt = self.client.prepare(
+            server=host, version=version, timeout=timeout,
+            call_monitor_timeout=call_monitor_timeout)
         started = time.monotonic()
         try:
             return cctxt.call(ctxt or {}, method, **kwargs)
@@ -68,6 +93,16 @@ class AgentAPI(object):
             # plain class and message.
             raise _plain(exc) from None
         except messaging.MessagingTimeout:
+            elapsed = time.monotonic() - started
+            if call_monitor_timeout and elapsed < timeout:
+                # The heartbeat stopped long before the call's own timeout:
+                # the agent was working on it, then went silent.
+                raise exception.AgentLost(
+                    'snapext agent on host %s stopped answering %s after '
+                    '%.0f s (no heartbeat for %d s): it died or its host is '
+                    'cut off; what %s did is known once the agent is back'
+                    % (host, method, elapsed, call_monitor_timeout,
+                       method)) from None
             raise exception.AgentUnavailable(
                 'no snapext agent on host %s answered %s within %d s'
                 % (host, method, timeout)) from None
@@ -129,26 +164,28 @@ class AgentAPI(object):
         :returns: {'op_id', 'manifest': the committed manifest,
             'timings_ms': {...}, 'active_disks': {dev: path now written}}
         """
-        return self._call(ctxt, host, 'capture', spec=dict(spec),
-                          timeout=self.conf.snapext.rpc_capture_timeout)
+        return self._long_call(ctxt, host, 'capture', spec=dict(spec))
 
     def revert(self, ctxt, host, spec):
         """Revert an instance: spec {'snapshot_id'}.
 
         :returns: {'op_id', 'snapshot_id', 'instance_uuid', 'timings_ms'}
         """
-        return self._call(ctxt, host, 'revert', spec=dict(spec),
-                          timeout=self.conf.snapext.rpc_capture_timeout)
+        return self._long_call(ctxt, host, 'revert', spec=dict(spec))
 
     def delete(self, ctxt, host, spec):
         """Delete a snapshot (its children stay): spec {'snapshot_id'}.
 
+        A broken record (unreadable or foreign) is removed with its
+        memory image; the disk states its name marks stay (only a readable
+        record tells which Cinder owns) and are listed in 'kept'.
+
         :returns: {'op_id', 'snapshot_id', 'instance_uuid',
-            'active_disks': {dev: path}, 'manifests': the instance's
+            'active_disks': {dev: path}, 'broken': bool, 'kept': ['file:
+            internal snapshot name'], 'manifests': the instance's
             remaining records}
         """
-        return self._call(ctxt, host, 'delete', spec=dict(spec),
-                          timeout=self.conf.snapext.rpc_capture_timeout)
+        return self._long_call(ctxt, host, 'delete', spec=dict(spec))
 
     def current(self, ctxt, host, instance):
         """Id of the snapshot the instance's disks now continue from.
@@ -180,9 +217,8 @@ class AgentAPI(object):
         :returns: {'op_id', 'instance_uuid', 'released': [dev],
             'records': {record id: 'updated' | 'deleted'}}
         """
-        return self._call(ctxt, host, 'release', version='2.1',
-                          spec=dict(spec),
-                          timeout=self.conf.snapext.rpc_capture_timeout)
+        return self._long_call(ctxt, host, 'release', version='2.1',
+                               spec=dict(spec))
 
     def adopt(self, ctxt, host, spec):
         """Cinder takes over one volume disk of a snapext record.
@@ -207,5 +243,6 @@ def _plain(exc):
     for klass in type(exc).__mro__:
         if (issubclass(klass, exception.SnapextError) and
                 klass.__module__ == exception.__name__):
-            return klass(*exc.args)
+            # Keyword details (BrokenRecord's) travel in ``kwargs``.
+            return klass(*exc.args, **getattr(exc, 'kwargs', {}))
     return exc

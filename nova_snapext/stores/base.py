@@ -2,6 +2,8 @@
 
 import abc
 
+from nova_snapext import exception
+
 
 class SnapshotStore(metaclass=abc.ABCMeta):
     """Keeps snapshot records and their memory images.
@@ -39,7 +41,10 @@ class SnapshotStore(metaclass=abc.ABCMeta):
 
     @abc.abstractmethod
     def get(self, snapshot_id):
-        """Return a validated record; NotFound when there is none."""
+        """Return a validated record; NotFound when there is none.
+
+        BrokenRecord (a ManifestError) when the record cannot be used.
+        """
 
     @abc.abstractmethod
     def list(self, instance_uuid):
@@ -48,6 +53,22 @@ class SnapshotStore(metaclass=abc.ABCMeta):
     @abc.abstractmethod
     def delete(self, snapshot_id):
         """Remove a record and its memory image."""
+
+    def broken(self, instance_uuid):
+        """The records of an instance that cannot be used.
+
+        [{'id', 'instance_uuid', 'reason'}]: each one unreadable, invalid
+        or foreign (the record of another snapshot or instance).
+        :meth:`list` leaves them out; :meth:`get` raises BrokenRecord.
+        """
+        return []
+
+    def delete_broken(self, instance_uuid, snapshot_id):
+        """Remove a broken record (and whatever lies with it).
+
+        Conflict if the record is not broken, NotFound if there is none.
+        """
+        raise exception.NotFound('snapshot %s not found' % snapshot_id)
 
     @abc.abstractmethod
     def head(self, instance_uuid):

@@ -76,12 +76,17 @@ class AgentProcess(fixtures.Fixture):
     """``snapext-agent`` in a child process; stopped (SIGTERM) on cleanup."""
 
     def __init__(self, workdir, host, uri='qemu:///system',
-                 max_freeze_ms=60000):
+                 max_freeze_ms=60000, module='nova_snapext.cmd.agent',
+                 env=None):
         super().__init__()
         self.workdir = workdir
         self.host = host
         self.uri = uri
         self.max_freeze_ms = max_freeze_ms
+        # the module run as the agent (a test's wrapper), and its
+        # environment additions
+        self.module = module
+        self.env = env
         self.proc = None
 
     def _setUp(self):
@@ -107,11 +112,10 @@ class AgentProcess(fixtures.Fixture):
                   else 0)
         with open(self.log, 'ab') as log:
             self.proc = subprocess.Popen(
-                [sys.executable, '-W', 'ignore', '-m',
-                 'nova_snapext.cmd.agent', '--config-file',
-                 self.config_file],
+                [sys.executable, '-W', 'ignore', '-m', self.module,
+                 '--config-file', self.config_file],
                 stdout=log, stderr=subprocess.STDOUT,
-                cwd=guest_mod.REPO)
+                cwd=guest_mod.REPO, env=dict(os.environ, **(self.env or {})))
         deadline = time.monotonic() + timeout
         mark = b'snapext-agent ready host=%s' % self.host.encode()
         while time.monotonic() < deadline:

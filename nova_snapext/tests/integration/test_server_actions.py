@@ -120,6 +120,9 @@ class ImageBackedActionsTest(base.LifecycleMixin, base.VolumeMixin,
                              self.read_blocks(guest, 'vdc', 4),
                              'a volume made by Cinder from the snapshotted '
                              'volume lacks its data')
+            if made.id == from_snap['id']:
+                # No snapshot has vdc: none may revert while it is there.
+                self.assertUnavailable(server.id, s, 'vdc')
             base.cli('server', 'remove', 'volume', server.id, made.id,
                      as_json=False)
             self.wait_volume(made.id, 'available')
@@ -259,8 +262,6 @@ class VolumeBackedTest(base.LifecycleMixin, base.VolumeMixin,
                                        image=s.full_image)
         for attached in self.admin.compute.volume_attachments(clone):
             self.addCleanup(self._delete_volume, attached.volume_id)
-            # servers first: cleanups run last-in first-out
-            self.addCleanup(self.delete_server, clone.id)
         first = clone_guest.ticks()[0][0]
         self.assertTrue(low - 1 <= first <= high + 3, first)
         self.assertKept(clone_guest, s, 'the clone', ['before-full'])

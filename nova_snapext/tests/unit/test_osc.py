@@ -73,7 +73,10 @@ TREE = {'server_id': 'srv', 'current': 'b', 'snapshots': [
      'state': 'available',
      'children': [{'id': 'b', 'kind': 'disks', 'created_at': 't2',
                    'current': True, 'state': 'available',
-                   'children': []}]}]}
+                   'children': []}]},
+    {'id': 'c', 'kind': None, 'created_at': None, 'current': False,
+     'state': 'broken', 'reason': 'manifest.json is not valid JSON',
+     'children': []}]}
 SNAP = {'id': 'a', 'server_id': 'srv', 'parent_id': None,
         'created_at': 't1', 'kind': 'full',
         'quiesce': {'outcome': 'frozen', 'frozen_ms': 5.5},
@@ -103,10 +106,26 @@ class CommandTest(testtools.TestCase):
         self.app.client_manager.compute.find_server.assert_called_once_with(
             'myserver', ignore_missing=False)
         self.assertEqual(('ID', 'Kind', 'Created At', 'Parent', 'Current',
-                          'State'), columns)
-        self.assertEqual([('a', 'full', 't1', None, False, 'available'),
-                          ('b', 'disks', 't2', 'a', True, 'available')],
+                          'State', 'Reason'), columns)
+        self.assertEqual([('a', 'full', 't1', None, False, 'available',
+                           None),
+                          ('b', 'disks', 't2', 'a', True, 'available', None),
+                          ('c', None, None, None, False, 'broken',
+                           'manifest.json is not valid JSON')],
                          rows)
+
+    def test_show_of_a_broken_record(self):
+        self.api.show.return_value = {
+            'id': 'c', 'server_id': 'srv', 'parent_id': None,
+            'created_at': None, 'kind': None, 'quiesce': None,
+            'memory': None, 'disks': [], 'image_id': None,
+            'state': 'broken', 'reason': 'not JSON'}
+        fields, values = self.run_cmd(v1.ShowSnapshot, ['c'])
+        shown = dict(zip(fields, values))
+        self.assertEqual(('broken', 'not JSON'),
+                         (shown['state'], shown['reason']))
+        self.assertEqual('', shown['quiesce'].human_readable())
+        self.assertEqual('', shown['disks'].human_readable())
 
     def test_show_formats_for_tables_and_keeps_data_for_json(self):
         self.api.show.return_value = SNAP

@@ -6,6 +6,7 @@ mapping) and the agent's rules (all-or-none freeze, refusal, watchdog).
 The real broker and guest are in the functional tests.
 """
 
+import errno
 import threading
 import time
 from unittest import mock
@@ -119,6 +120,31 @@ class RpcOverFakeDriverTest(testtools.TestCase):
                 self.conf, url='fake:/')).start()
         self.addCleanup(self.service.stop)
         self.api = api.AgentAPI(self.conf, transport=transport)
+
+    def test_broken_record_and_storage_error_travel(self):
+        self.engine.store.get.side_effect = exception.BrokenRecord(
+            snapshot_id='s1', instance_uuid='uuid-a', reason='not JSON')
+        e = self.assertRaises(exception.BrokenRecord, self.api.revert,
+                              {}, 'host1', {'snapshot_id': 's1'})
+        self.assertEqual(('s1', 'uuid-a', 'not JSON'),
+                         (e.snapshot_id, e.instance_uuid, e.reason))
+        self.engine.store.get.side_effect = exception.StorageError(
+            'No space left on device: /s', errno=errno.ENOSPC)
+        e = self.assertRaises(exception.StorageError, self.api.revert,
+                              {}, 'host1', {'snapshot_id': 's1'})
+        self.assertEqual((errno.ENOSPC, 'No space left on device: /s'),
+                         (e.errno, str(e)))
+
+    def test_delete_of_a_broken_record(self):
+        self.engine.store.get.side_effect = exception.BrokenRecord(
+            snapshot_id='s1', instance_uuid='uuid-a', reason='not JSON')
+        self.engine.store.list.return_value = []
+        self.engine.delete = mock.Mock(return_value={
+            'id': 's1', 'broken': True, 'kept': ['/d:snapext-s1']})
+        result = self.api.delete({}, 'host1', {'snapshot_id': 's1'})
+        self.engine.delete.assert_called_once_with('s1')
+        self.assertEqual((True, ['/d:snapext-s1']),
+                         (result['broken'], result['kept']))
 
     def test_ping(self):
         pong = self.api.ping({}, 'host1')

@@ -157,14 +157,18 @@ class Agent(object):
         self._enter('delete', ctxt, host, spec)
         if self.during is not None:
             self.during('delete', spec)
-        self.store.delete(spec['snapshot_id'])
+        try:
+            self.store.delete(spec['snapshot_id'])
+        except exception.BrokenRecord as exc:
+            self.store.delete_broken(exc.instance_uuid, exc.snapshot_id)
 
     def tree(self, ctxt, host, instance_uuid):
         self._enter('tree', ctxt, host, instance_uuid)
         records = self.store.list(instance_uuid)
         return {'instance_uuid': instance_uuid, 'current': self.current_id,
-                'snapshots': manifest.tree(records, self.current_id,
-                                           self.unavailable)}
+                'snapshots': manifest.tree(
+                    records, self.current_id, self.unavailable,
+                    self.store.broken(instance_uuid))}
 
 
 class VolumeAPI(object):

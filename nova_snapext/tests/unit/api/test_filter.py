@@ -301,17 +301,96 @@ class TreeAndShowTest(FilterTestCase):
                             method='PUT', body={})
         self.assertFault(resp, 405, 'badMethod')
 
-    def test_a_corrupt_record_is_a_500_without_detail(self):
-        record = self.snapshot()
+    def corrupt(self, record, text='{"id": '):
         path = self.store.local_path(record, 'manifest.json')
         with open(path, 'w') as f:
-            f.write('{"id": ')
+            f.write(text)
+        return path
+
+    def test_a_corrupt_record_is_shown_broken_without_host_detail(self):
+        record = self.snapshot()
+        path = self.corrupt(record)
         resp = self.request('/snapext-snapshots/%s' % record['id'])
-        self.assertFault(resp, 500, 'computeFault', 'nova-api log')
+        self.assertEqual(200, resp.status_int, resp.text)
+        snap = resp.json_body['snapshot']
+        self.assertEqual((record['id'], self.server.uuid, 'broken'),
+                         (snap['id'], snap['server_id'], snap['state']))
+        self.assertIn('not valid JSON', snap['reason'])
+        self.assertIsNone(snap['kind'])
         self.assertNotIn(os.path.dirname(path), resp.text)
+
+    def test_a_corrupt_sibling_is_a_broken_node_the_others_serve(self):
+        first = self.snapshot()
+        second = self.snapshot()
+        self.corrupt(first, '\xff\xfe garbage')
+        resp = self.request('/servers/%s/snapext-snapshots'
+                            % self.server.uuid)
+        self.assertEqual(200, resp.status_int, resp.text)
+        nodes = resp.json_body['snapshots']
+        # the child of the broken record stays under it
+        self.assertEqual([(first['id'], 'broken')],
+                         [(n['id'], n['state']) for n in nodes])
+        self.assertEqual([(second['id'], 'available', True)],
+                         [(n['id'], n['state'], n['current'])
+                          for n in nodes[0]['children']])
+        self.assertIsNotNone(nodes[0]['reason'])
+        resp = self.request('/snapext-snapshots/%s' % second['id'])
+        self.assertEqual('available', resp.json_body['snapshot']['state'])
+
+    def test_a_foreign_record_is_broken_in_its_place(self):
+        other = self.compute.add(fakes.instance())
+        theirs = self.snapshot(other)
+        mine = self.snapshot()
+        # a record of the other server, copied into this server's records
+        target = os.path.join(os.path.dirname(os.path.dirname(
+            self.store.local_path(mine, 'x'))), 'copied')
+        os.makedirs(target)
+        with open(self.store.local_path(theirs, 'manifest.json')) as f:
+            text = f.read()
+        with open(os.path.join(target, 'manifest.json'), 'w') as f:
+            f.write(text)
+        resp = self.request('/servers/%s/snapext-snapshots'
+                            % self.server.uuid)
+        broken = [n for n in resp.json_body['snapshots']
+                  if n['state'] == 'broken']
+        self.assertEqual(['copied'], [n['id'] for n in broken])
+        self.assertIn('record of snapshot %s' % theirs['id'],
+                      broken[0]['reason'])
+        # the original is untouched and still its server's
+        resp = self.request('/snapext-snapshots/%s' % theirs['id'])
+        self.assertEqual(other.uuid, resp.json_body['snapshot']['server_id'])
+
+    def test_revert_to_a_broken_record_is_409(self):
+        record = self.snapshot()
+        self.corrupt(record)
+        resp = self.request('/servers/%s/action' % self.server.uuid,
+                            method='POST', body={'snapextRevert': {
+                                'snapshot_id': record['id']}})
+        self.assertFault(resp, 409, 'conflictingRequest', 'broken')
+        self.assertEqual(['capture'], [c[0] for c in self.agent.calls])
 
 
 class DeleteTest(FilterTestCase):
+
+    def test_a_broken_record_is_deleted_by_an_admin_only(self):
+        record = self.snapshot(image_id='img-1')
+        self.images.images['img-1'] = {'id': 'img-1'}
+        keep = self.snapshot()
+        with open(self.store.local_path(record, 'manifest.json'), 'w') as f:
+            f.write('nonsense')
+        resp = self.request('/snapext-snapshots/%s' % record['id'],
+                            method='DELETE')
+        self.assertFault(resp, 403, 'forbidden')
+        admin = self.context('cafe', 'admin', 'member', 'reader',
+                             is_admin=True)
+        resp = self.request('/snapext-snapshots/%s' % record['id'],
+                            method='DELETE', context=admin)
+        self.assertEqual(204, resp.status_int, resp.text)
+        self.assertEqual([], self.store.broken(self.server.uuid))
+        self.assertEqual([keep['id']],
+                         [m['id'] for m in self.store.list(self.server.uuid)])
+        # its image id cannot be trusted: no image is deleted for it
+        self.assertIn('img-1', self.images.images)
 
     def test_delete_is_204_after_the_agent_merged_it(self):
         first = self.snapshot()
@@ -774,7 +853,10 @@ class PolicyTest(FilterTestCase):
     def test_rules_are_project_scoped_owner_or_admin(self):
         rules = {r.name: r for r in policies.list_rules()}
         self.assertEqual({policies.INDEX, policies.SHOW, policies.DELETE,
-                          policies.REVERT, policies.CREATE}, set(rules))
+                          policies.DELETE_BROKEN, policies.REVERT,
+                          policies.CREATE}, set(rules))
+        self.assertEqual('rule:context_is_admin',
+                         rules[policies.DELETE_BROKEN].check_str)
         self.assertEqual('rule:project_reader_or_admin',
                          rules[policies.SHOW].check_str)
         self.assertEqual('rule:project_member_or_admin',
