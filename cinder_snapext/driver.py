@@ -505,6 +505,50 @@ class SnapextNfsDriver(consistency.ConsistentGroupSnapshotMixin,
             self._forget_capture(context, item.host, item.instance,
                                  manifest)
 
+    # -- backups ----------------------------------------------------------
+
+    def backup_use_temp_snapshot(self):
+        """Never: a backup reads a temporary volume, not a snapshot.
+
+        With ``backup_use_temp_snapshot`` Cinder would attach the snapshot
+        itself (``initialize_connection_snapshot``), but a snapext snapshot
+        is a state inside the volume file, with no file of its own to
+        attach.  Cinder's other path makes a temporary volume from the
+        snapshot (an export of that one state) and backs it up.
+        """
+        if super().backup_use_temp_snapshot() and not self._warned_temp_snap:
+            LOG.warning('backup_use_temp_snapshot is ignored: snapext backs '
+                        'up snapshots and in-use volumes through a '
+                        'temporary volume')
+            self._warned_temp_snap = True
+        return False
+
+    _warned_temp_snap = False
+
+    def get_backup_device(self, context, backup):
+        """What cinder-backup reads: the volume's data, never its snapshots.
+
+        cinder-backup copies the attached file as it is: the qcow2
+        container, with every internal snapshot in it.  A backup would
+        carry the states of the volume's snapshots and its restore would
+        bring them into another volume, where no Cinder snapshot owns
+        them.  A volume that holds internal snapshots is backed up through
+        a temporary clone of its current state (what Cinder does for an
+        in-use volume anyway), which cinder-backup deletes afterwards.
+        """
+        device, is_snapshot = super().get_backup_device(context, backup)
+        if (is_snapshot or device.id != backup.volume_id or
+                not self._snapshots_exist(device)):
+            return device, is_snapshot
+        LOG.info('volume %s holds internal snapshots: backup %s reads a '
+                 'temporary clone of its current state', device.id,
+                 backup.id)
+        temp = self._create_temp_cloned_volume(
+            context, device, status=fields.VolumeStatus.BACKING_UP)
+        backup.temp_volume_id = temp.id
+        backup.save()
+        return temp, False
+
     # -- the rest of RemoteFS that assumed overlays -------------------------
 
     def _revert_to_snapshot(self, context, volume, snapshot):

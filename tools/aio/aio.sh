@@ -43,6 +43,9 @@ GUEST_DIR=${SNAPEXT_GUEST_DIR:-/var/cache/snapext/guest}
 CINDER_SHARE_DIR=$DATA/cinder-share
 CINDER_SHARE="127.0.0.1:$CINDER_SHARE_DIR"
 NOVA_MNT=$DATA/nova/mnt
+# The backend's nfs_mount_point_base ($state_path/mnt), where cinder-backup
+# (os-brick) looks for the share.
+CINDER_MNT=$DATA/cinder/mnt
 # Nova unmounts the share's mount point after a volume's last detach; a
 # stack of bind mounts keeps one there (see mount_share).
 SHARE_STACK=32
@@ -294,6 +297,25 @@ print(hashlib.sha256(b"".join(n.encode() + z.read(n) for n in names)).hexdigest(
     log "installed $(basename "$wheel")"
 }
 
+# noVNC's web files for nova-novncproxy: Debian's novnc package, its files
+# only (the package itself would pull in nodejs).
+install_novnc() {
+    [[ -f "$AIO/novnc/vnc_lite.html" ]] && return 0
+    local tmp
+    tmp=$(mktemp -d)
+    chmod 755 "$tmp"
+    chown _apt "$tmp" 2>/dev/null || true
+    (cd "$tmp" && apt-get download -q novnc >/dev/null 2>&1) \
+        || { apt-get update -qq && (cd "$tmp" && apt-get download -q novnc >/dev/null); } \
+        || die "cannot download the novnc package"
+    dpkg -x "$tmp"/novnc_*.deb "$tmp/x"
+    rm -rf "$AIO/novnc.tmp"
+    cp -a "$tmp/x/usr/share/novnc" "$AIO/novnc.tmp"
+    mv "$AIO/novnc.tmp" "$AIO/novnc"
+    rm -rf "$tmp"
+    log "installed noVNC's web files in $AIO/novnc"
+}
+
 # -- configuration ---------------------------------------------------------
 
 authtoken() {
@@ -456,7 +478,13 @@ nfs_mount_point_base = $NOVA_MNT
 [oslo_concurrency]
 lock_path = $DATA/nova/lock
 [vnc]
-enabled = false
+# The console over noVNC: nova-novncproxy on 6080 (see start_nova).
+enabled = true
+server_listen = 127.0.0.1
+server_proxyclient_address = 127.0.0.1
+novncproxy_host = 127.0.0.1
+novncproxy_port = 6080
+novncproxy_base_url = http://127.0.0.1:6080/vnc_lite.html
 [nova_sys_admin]
 helper_command = $VENV/bin/privsep-helper --config-file $d/nova.conf --config-file $d/nova-cpu.conf
 [privsep_osbrick]
@@ -479,7 +507,7 @@ log_file = $LOGS/nova-api.log" >"$d/nova-api.conf"
 
 configure_cinder() {
     local d=$ETC/cinder
-    mkdir -p "$d" "$DATA/cinder" "$CINDER_SHARE_DIR"
+    mkdir -p "$d" "$DATA/cinder" "$CINDER_SHARE_DIR" "$DATA/cinder-backups"
     cp "$CVENV/etc/cinder/api-paste.ini" "$d/"
     cat >"$d/cinder.conf" <<EOF
 [DEFAULT]
@@ -490,6 +518,10 @@ my_ip = 127.0.0.1
 glance_api_servers = http://127.0.0.1:9292
 api_paste_config = $d/api-paste.ini
 osapi_volume_workers = 1
+# cinder-backup: to files here, no external service.  It reads a volume
+# where the backend's connection info says (see mount_share).
+backup_driver = cinder.backup.drivers.posix.PosixBackupDriver
+backup_posix_path = $DATA/cinder-backups
 [database]
 connection = $DB/cinder
 [oslo_concurrency]
@@ -655,7 +687,12 @@ start_nova() {
             --log-file "$LOGS/nova-$svc.log"
     done
     start_nova_compute
+    # The VNC console's proxy, with noVNC's web files (install_novnc).
+    start_service nova-novncproxy "$(snapext_hash_of "$conf")" \
+        "$VENV/bin/nova-novncproxy" --config-file "$conf" --web "$AIO/novnc" \
+        --log-file "$LOGS/nova-novncproxy.log"
     wait_http nova-api http://127.0.0.1:8774/
+    wait_http nova-novncproxy http://127.0.0.1:6080/vnc_lite.html
 }
 
 start_nova_compute() {
@@ -685,18 +722,25 @@ start_nova_compute() {
 
 # The Cinder share: its own filesystem (a tmpfs), the same files at
 # Nova's NFS mount point for it (Nova skips mount.nfs when os.path.ismount()
-# is true).  libvirt gives each QEMU a private copy of the mounts when it
-# starts: the mount must be there before the first server boots.
+# is true) and at cinder-backup's (os-brick skips it when /proc/mounts
+# lists the mount point; it never unmounts).  libvirt gives each QEMU a
+# private copy of the mounts when it starts: the mount must be there before
+# the first server boots.
 mount_share() {
     if ! mountpoint -q "$CINDER_SHARE_DIR"; then
         mount -t tmpfs -o size=8g,mode=0755 snapext-aio-share "$CINDER_SHARE_DIR"
     fi
-    local md5 target have
+    local md5
     md5=$(printf '%s' "$CINDER_SHARE" | md5sum | cut -d' ' -f1)
-    target=$NOVA_MNT/$md5
+    bind_share "$NOVA_MNT/$md5" "$SHARE_STACK"
+    bind_share "$CINDER_MNT/$md5" 1
+}
+
+bind_share() {
+    local target=$1 stack=$2 have
     mkdir -p "$target"
     have=$(grep -c " $target " /proc/self/mounts || true)
-    while [[ $have -lt $SHARE_STACK ]]; do
+    while [[ $have -lt $stack ]]; do
         mount --bind "$CINDER_SHARE_DIR" "$target"
         have=$((have + 1))
     done
@@ -709,7 +753,7 @@ start_cinder() {
     gunicorn_service cinder-api 8776 aio_cinder 1 "$CVENV" "$conf" -- \
         AIO_CINDER_CONF="$conf" AIO_CINDER_API_LOG="$LOGS/cinder-api.log"
     local svc
-    for svc in scheduler volume; do
+    for svc in scheduler volume backup; do
         start_service "cinder-$svc" "$(snapext_hash_of "$conf")" \
             "$CVENV/bin/cinder-$svc" --config-file "$conf" \
             --log-file "$LOGS/cinder-$svc.log"
@@ -747,8 +791,8 @@ configure_tempest() {
 # -- verbs -------------------------------------------------------------------
 
 SERVICES="keystone glance-api placement-api neutron-api nova-api
-          nova-conductor nova-scheduler nova-compute cinder-api
-          cinder-scheduler cinder-volume"
+          nova-conductor nova-scheduler nova-compute nova-novncproxy
+          cinder-api cinder-scheduler cinder-volume cinder-backup"
 
 up() {
     mkdir -p "$AIO" "$RUN" "$LOGS"
@@ -763,6 +807,7 @@ up() {
     phase mariadb start_mariadb
     phase rabbitmq start_rabbitmq
     phase venvs install_venvs
+    phase novnc install_novnc
     phase snapext-wheel install_snapext
     phase configure configure
     phase keystone start_keystone

@@ -53,8 +53,12 @@ pause = true
 suspend = true
 shelve = true
 rescue = false
+# Works (the guest's qemu-ga and chpasswd), but tempest asks the moment the
+# server is ACTIVE, seconds before a TCG guest's agent connects: Nova then
+# answers 501 ("QEMU guest agent is not connected").  Only with SSH
+# validation does tempest wait for the guest.
 change_password = false
-vnc_console = false
+vnc_console = true
 spice_console = false
 serial_console = false
 live_migration = false
@@ -92,12 +96,14 @@ horizon = false
 storage_protocol = nfs
 vendor_name = Open Source
 volume_size = 1
+# cinder-backup's PosixBackupDriver (files under the AIO's data directory).
+backup_driver = posix
 build_timeout = 300
 min_microversion = 3.0
 max_microversion = latest
 
 [volume-feature-enabled]
-backup = false
+backup = true
 snapshot = true
 manage_volume = false
 manage_snapshot = false

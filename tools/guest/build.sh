@@ -24,7 +24,8 @@ KERNEL_META=linux-image-cloud-amd64
 WANT_MODULES=(virtio_pci virtio_blk virtio_console)
 # The init script and the tests rely on these busybox applets.
 NEED_APPLETS=(sh mount insmod mkdir ln cat sleep sha256sum dd sync kill pidof
-              ls rm echo date head tail grep cp mv touch stat df cmp)
+              ls rm echo date head tail grep cp mv touch stat df cmp awk
+              mkpasswd cut)
 QEMU_GA=/usr/sbin/qemu-ga
 BUSYBOX=/bin/busybox
 
@@ -221,6 +222,9 @@ chmod 1777 "$root/tmp"
 ln -s ../run "$root/var/run"  # qemu-ga's compiled-in default paths
 printf 'root:x:0:0:root:/root:/bin/sh\n' > "$root/etc/passwd"
 printf 'root:x:0:\n' > "$root/etc/group"
+# Locked until the agent sets a password (/usr/sbin/chpasswd below).
+printf 'root:*:0:0:99999:7:::\n' > "$root/etc/shadow"
+chmod 600 "$root/etc/shadow"
 # The kernel opens /dev/console for init before /init can mount devtmpfs.
 # Its built-in initramfs normally provides the node too; this is belt and
 # braces, and needs root.
@@ -283,6 +287,43 @@ exit 0
 SHUTDOWN
 chmod 755 "$root/sbin/shutdown"
 
+# qemu-ga's guest-set-user-password (Nova's "change password": libvirt's
+# virDomainSetUserPassword) writes "user:password" lines to "chpasswd" or,
+# for a crypted password, "chpasswd -e".  Debian's busybox has no chpasswd
+# applet: this one sets the user's hash in /etc/shadow.
+cat > "$root/usr/sbin/chpasswd" <<'CHPASSWD'
+#!/bin/sh
+crypted=
+case "${1:-}" in
+-e|--encrypted) crypted=1 ;;
+'') ;;
+*) echo "usage: chpasswd [-e] < user:password lines" >&2; exit 2 ;;
+esac
+rc=0
+while IFS= read -r line || [ -n "$line" ]; do
+    user=${line%%:*}
+    pass=${line#*:}
+    if [ -z "$user" ] || [ "$user" = "$line" ]; then
+        echo "chpasswd: not user:password: '$line'" >&2; rc=1; continue
+    fi
+    if ! grep -q "^$user:" /etc/passwd; then
+        echo "chpasswd: no user $user" >&2; rc=1; continue
+    fi
+    if [ -n "$crypted" ]; then
+        hash=$pass
+    else
+        hash=$(printf '%s\n' "$pass" | mkpasswd -m sha512 -P 0) || { rc=1; continue; }
+    fi
+    grep -q "^$user:" /etc/shadow || echo "$user:*:0:0:99999:7:::" >> /etc/shadow
+    U=$user H=$hash awk 'BEGIN { FS = OFS = ":" }
+        $1 == ENVIRON["U"] { $2 = ENVIRON["H"] } { print }' \
+        /etc/shadow > /etc/shadow.new && chmod 600 /etc/shadow.new \
+        && mv /etc/shadow.new /etc/shadow || rc=1
+done
+exit $rc
+CHPASSWD
+chmod 755 "$root/usr/sbin/chpasswd"
+
 gcc -static -O2 -s -Wall -Wextra -o "$root/bin/ticker" "$HERE/ticker.c"
 install -m 755 "$HERE/init" "$root/init"
 
@@ -292,6 +333,17 @@ if [ "$(id -u)" = 0 ]; then
         || die "qemu-ga does not run inside the image"
     chroot "$root" /bin/sh -c 'echo ok | sha256sum' > /dev/null \
         || die "busybox does not run inside the image"
+    # chpasswd sets a hash that busybox's own crypt accepts; then the image
+    # goes back to a locked root.
+    cp "$root/etc/shadow" "$TMP/shadow"
+    echo root:snapext | chroot "$root" /usr/sbin/chpasswd \
+        || die "chpasswd fails inside the image"
+    chroot "$root" /bin/sh -c '
+        h=$(awk -F: "\$1 == \"root\" { print \$2 }" /etc/shadow)
+        salt=$(echo "$h" | cut -d"\$" -f3)
+        [ -n "$salt" ] && [ "$(echo snapext | mkpasswd -m sha512 -P 0 -S "$salt")" = "$h" ]' \
+        || die "chpasswd set a wrong hash inside the image"
+    cp "$TMP/shadow" "$root/etc/shadow"
 fi
 
 # Same inputs, same bytes: fixed mtimes (plus --reproducible and gzip -n).

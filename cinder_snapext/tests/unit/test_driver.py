@@ -328,6 +328,70 @@ class DriverTest(base.GroupTestCase):
         self.assertEqual([], internal(self.path(clone)))
         self.assertEqual([], self.agent.calls)
 
+    # -- backups: what cinder-backup reads -----------------------------------
+
+    def backup_of(self, volume, snapshot=None):
+        volume.previous_status = volume.status
+        volume.status = 'backing-up'
+        volume.save()
+        return tests_utils.create_backup(
+            self.context, volume.id,
+            snapshot_id=snapshot.id if snapshot else None)
+
+    def test_backup_of_snapshot_reads_a_temporary_export_of_it(self):
+        volume = self.create_volume()
+        path = self.path(volume)
+        write(path, 0x11)
+        snapshot = self.snapshot(volume)
+        write(path, 0x22)
+        backup = self.backup_of(volume, snapshot)
+        device, is_snapshot = self.driver.get_backup_device(self.context,
+                                                            backup)
+        self.assertFalse(is_snapshot)
+        self.assertNotEqual(volume.id, device.id)
+        self.assertEqual(device.id, self.reload(backup).temp_volume_id)
+        self.assertEqual('backing-up', device.status)
+        self.assertEqual(digest(path, 'snapext-' + snapshot.id),
+                         digest(self.path(device)))
+        self.assertEqual([], internal(self.path(device)))
+        self.assertEqual(['snapext-' + snapshot.id], internal(path))
+
+    def test_backup_of_volume_with_snapshots_reads_a_temporary_clone(self):
+        volume = self.create_volume()
+        path = self.path(volume)
+        write(path, 0x11)
+        self.snapshot(volume)
+        write(path, 0x22, MiB)
+        backup = self.backup_of(volume)
+        device, is_snapshot = self.driver.get_backup_device(self.context,
+                                                            backup)
+        self.assertFalse(is_snapshot)
+        self.assertNotEqual(volume.id, device.id)
+        self.assertEqual(device.id, self.reload(backup).temp_volume_id)
+        self.assertEqual('backing-up', device.status)
+        self.assertEqual(digest(path), digest(self.path(device)))
+        # The backup carries the data, not the snapshot's state.
+        self.assertEqual([], internal(self.path(device)))
+
+    def test_backup_of_volume_without_snapshots_reads_it(self):
+        volume = self.create_volume()
+        backup = self.backup_of(volume)
+        device, is_snapshot = self.driver.get_backup_device(self.context,
+                                                            backup)
+        self.assertEqual((volume.id, False), (device.id, is_snapshot))
+        self.assertIsNone(self.reload(backup).temp_volume_id)
+
+    def test_backup_never_attaches_a_snapshot(self):
+        self.override_config('backup_use_temp_snapshot', True,
+                             group='backend_defaults')
+        self.assertFalse(self.driver.backup_use_temp_snapshot())
+        volume = self.create_volume()
+        snapshot = self.snapshot(volume)
+        device, is_snapshot = self.driver.get_backup_device(
+            self.context, self.backup_of(volume, snapshot))
+        self.assertFalse(is_snapshot)
+        self.assertNotEqual(volume.id, device.id)
+
     def test_legacy_overlay_volume_refuses_new_snapshots(self):
         volume = self.create_volume()
         info = self.driver._local_path_volume_info(volume)
