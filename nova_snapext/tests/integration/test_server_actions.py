@@ -76,11 +76,7 @@ class ImageBackedActionsTest(base.LifecycleMixin, base.VolumeMixin,
         guest = self.running_guest(server.id)
         self.assertKept(guest, s, 'a host reboot')
 
-        base.cli('server', 'resize', '--flavor', 'snapext.1024', '--wait',
-                 server.id, as_json=False)
-        self.wait_status(server.id, 'VERIFY_RESIZE')
-        base.cli('server', 'resize', 'revert', server.id, as_json=False)
-        guest = self.running_guest(server.id)
+        guest = self.resize(server, 'revert')
         self.assertKept(guest, s, 'a reverted resize')
         self.assertAvailable(server.id, s)
 
@@ -93,13 +89,17 @@ class ImageBackedActionsTest(base.LifecycleMixin, base.VolumeMixin,
         # A confirmed resize: the data moves on, the snapshots stay behind
         # with the old flavor's memory, marked.
         self.write(guest, s, 'after')
+        guest = self.resize(server, 'confirm')
+        self.assertKept(guest, s, 'a confirmed resize')
+        self.assertUnavailable(server.id, s, 'resized')
+
+    def resize(self, server, answer):
+        """To the bigger flavor on this host, then 'revert' or 'confirm'."""
         base.cli('server', 'resize', '--flavor', 'snapext.1024', '--wait',
                  server.id, as_json=False)
         self.wait_status(server.id, 'VERIFY_RESIZE')
-        base.cli('server', 'resize', 'confirm', server.id, as_json=False)
-        guest = self.running_guest(server.id)
-        self.assertKept(guest, s, 'a confirmed resize')
-        self.assertUnavailable(server.id, s, 'resized')
+        base.cli('server', 'resize', answer, server.id, as_json=False)
+        return self.running_guest(server.id)
 
     def cinder_snapshot_and_clones(self, server, guest, volume, s):
         """Cinder's own snapshot, volume from it and clone, attached."""
