@@ -47,6 +47,18 @@ OPTS = [
                     'again (it may have been restarted) before it gives up '
                     'bringing the guest back and leaves that to recovery at '
                     'the next service start.'),
+    cfg.BoolOpt('disk_digests', default=True,
+                help='Whether a snapshot records a digest of each disk '
+                     'state (per-cluster sha256 of what the internal '
+                     'snapshot maps in the disk file), computed after the '
+                     'guest resumed; a child snapshot hashes only the '
+                     'clusters changed since its parent.'),
+    cfg.BoolOpt('verify_disks_before_resume', default=True,
+                help='Whether revert and clone check every disk state '
+                     'against its recorded digest before they change '
+                     'anything (this reads all the data the snapshot holds '
+                     'in each disk file).  The memory image is always '
+                     'checked against its size and sha256.'),
     cfg.BoolOpt('full_snapshot_default', default=False,
                 help='Whether "nova image-create" takes a full snapshot '
                      '(memory, CPU state and every disk) by default.  A '

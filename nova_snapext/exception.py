@@ -33,6 +33,13 @@ class RevertFailed(SnapextError):
     """A revert could not be completed."""
 
 
+class VerificationFailed(Conflict):
+    """A memory image or disk state does not match its record.
+
+    Raised before a revert or clone changes anything.
+    """
+
+
 class ManifestError(SnapextError):
     """A snapshot record is corrupt, unknown or inconsistent."""
 

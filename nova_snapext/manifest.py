@@ -80,7 +80,35 @@ SCHEMA = {
                     'virtual_size': {'type': 'integer', 'minimum': 0},
                     'backing': _nullable_str,
                     'sha256': _sha256,
+                    # see nova_snapext.capture.digest; absent in records
+                    # taken before digests, null when the digest failed
+                    'digest': {
+                        'type': ['object', 'null'],
+                        'required': ['algorithm', 'root', 'location'],
+                        'properties': {
+                            'algorithm': {'type': 'string'},
+                            'root': {'type': 'string',
+                                     'pattern': '^[0-9a-f]{64}$'},
+                            'location': {'type': 'string'},
+                            'clusters': {'type': 'integer', 'minimum': 0},
+                            'hashed_bytes': {'type': 'integer',
+                                             'minimum': 0},
+                            'seconds': {'type': 'number', 'minimum': 0},
+                        },
+                    },
                 },
+            },
+        },
+        # the last check of the artifacts (verify, revert, clone)
+        'verification': {
+            'type': 'object',
+            'required': ['result', 'checked_at'],
+            'properties': {
+                'result': {'enum': ['ok', 'failed', 'incomplete']},
+                'checked_at': {'type': 'string'},
+                'seconds': {'type': 'number'},
+                'detail': _nullable_str,
+                'of': {'enum': ['snapshot', 'clone files']},
             },
         },
         'timings_ms': {'type': 'object',

@@ -25,6 +25,7 @@ from nova_snapext.capture import restore
 from nova_snapext.capture import revert
 from nova_snapext.capture import states
 from nova_snapext.capture import take
+from nova_snapext.capture import verify
 from nova_snapext import exception
 from nova_snapext import manifest as manifest_mod
 from nova_snapext import stores
@@ -34,7 +35,8 @@ LOG = logging.getLogger(__name__)
 
 @host_errors.translated_all
 class Engine(take.TakeOps, restore.RestoreOps, revert.RevertOps,
-             delete.DeleteOps, recovery.RecoveryOps, cinder.CinderOps):
+             delete.DeleteOps, recovery.RecoveryOps, cinder.CinderOps,
+             verify.VerifyOps):
     """Snapshot operations on libvirt domains.
 
     :param conf: an oslo.config ConfigOpts with the [snapext] options

@@ -10,7 +10,6 @@ from nova_snapext.capture import progress
 from nova_snapext.capture import qemu_img
 from nova_snapext.capture import quiesce
 from nova_snapext.capture import save_image
-from nova_snapext.capture import take
 from nova_snapext import exception
 from nova_snapext import manifest as manifest_mod
 
@@ -38,25 +37,6 @@ class RestoreOps(object):
         with self._lock(record['instance_uuid']):
             self._revert(guest, record)
 
-    def _verified_memory(self, record):
-        """The memory image's path, once its size and sha256 match."""
-        memory = record['memory']
-        path = self.store.local_path(record, memory['location'])
-        if not os.path.exists(path):
-            raise exception.RevertFailed(
-                'memory image of snapshot %s is missing: %s'
-                % (record['id'], path))
-        size = os.path.getsize(path)
-        if size != memory['bytes']:
-            raise exception.RevertFailed(
-                'memory image %s has %d bytes, its record says %d; nothing '
-                'was changed' % (path, size, memory['bytes']))
-        if memory['sha256'] and take.sha256(path) != memory['sha256']:
-            raise exception.RevertFailed(
-                'memory image %s does not match its sha256; nothing was '
-                'changed' % path)
-        return path
-
     def _revert(self, guest, record):
         started = time.monotonic()
         reason = self._unavailable_reason(record, guest)
@@ -68,11 +48,12 @@ class RestoreOps(object):
             raise exception.Conflict('snapshot %s cannot be reverted to: %s'
                                      % (record['id'], reason))
         full = record['kind'] == manifest_mod.KIND_FULL
-        restore_xml = memory_file = None
+        # Every artifact the revert resumes from (memory image, disk
+        # states) is verified before anything is stopped.
+        memory_file = self._verify_before_resume(record)
+        restore_xml = None
         if full:
-            # Readable by libvirt (header and XML) as well as intact, before
-            # anything is stopped.
-            memory_file = self._verified_memory(record)
+            # Readable by libvirt (header and XML) as well as intact.
             restore_xml = self._restore_xml(record, memory_file)
         self._report('revert-planned', snapshot=record['id'],
                      domain=guest.name)
@@ -121,7 +102,7 @@ class RestoreOps(object):
             raise exception.InvalidRequest(
                 'clone of %s needs a file for disk %s'
                 % (snapshot_id, ', '.join(sorted(missing))))
-        memory_file = self._verified_memory(record)
+        memory_file = self._verify_before_resume(record, disk_sources)
         started = time.monotonic()
         xml = self.host.saved_xml(memory_file)
         xml = domain_xml.with_identity(xml, name, uuid)

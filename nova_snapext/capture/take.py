@@ -124,6 +124,8 @@ class TakeOps(object):
             record = self._record(guest, snapshot_id, parent_id, xml, disks,
                                   disk_roles, q, memory_file, extra,
                                   len(disks) < len(guest.disks()))
+            with progress.timed(timings, 'digest'):
+                self._record_digests(record, staging, parent_id)
             timings['total'] = progress.elapsed_ms(started)
             record['timings_ms'] = timings
             self.store.commit(record)

@@ -1,4 +1,4 @@
-"""The ``snapext`` operator command: snapshot, list, revert, delete, demo."""
+"""The ``snapext`` operator command: take, list, verify, revert, delete, demo."""
 
 import argparse
 import json
@@ -52,6 +52,20 @@ def cmd_show(conf, args):
 def cmd_revert(conf, args):
     _engine(conf).revert(args.snapshot)
     print('reverted to %s' % args.snapshot)
+
+
+def cmd_verify(conf, args):
+    """Check the memory image and every disk state; 1 on a mismatch."""
+    report = _engine(conf).verify(args.snapshot)
+    print(json.dumps(report, indent=2))
+    if report['result'] == 'failed':
+        print('snapext: error: snapshot %s is damaged: %s'
+              % (args.snapshot, report['detail']), file=sys.stderr)
+        return 1
+    if report['result'] == 'incomplete':
+        print('snapext: warning: snapshot %s verified in part: %s'
+              % (args.snapshot, report['detail']), file=sys.stderr)
+    return 0
 
 
 def cmd_delete(conf, args):
@@ -209,6 +223,9 @@ def build_parser():
 
     for name, func, text in (('show', cmd_show, 'print a snapshot record'),
                              ('revert', cmd_revert, 'revert to a snapshot'),
+                             ('verify', cmd_verify,
+                              'check a snapshot\'s memory image and disk '
+                              'states against their digests'),
                              ('delete', cmd_delete, 'delete a snapshot')):
         p = sub.add_parser(name, help=text)
         p.add_argument('snapshot')

@@ -338,8 +338,9 @@ class SlowCaptureTest(AgentDeathTest):
 
 class KilledRevertTest(AgentDeathTest):
 
-    # before anything irreversible: the memory image is being verified
-    slow = {'nova_snapext.capture.restore:RestoreOps._verified_memory': 60}
+    # before anything irreversible: the artifacts are being verified
+    slow = {'nova_snapext.capture.verify:VerifyOps._verify_before_resume':
+            60}
     monitor = 4
 
     def test_killed_agent_in_a_revert_is_noticed_in_seconds(self):
