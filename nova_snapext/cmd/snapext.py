@@ -1,4 +1,4 @@
-"""The ``snapext`` operator command: take, list, verify, revert, delete, demo."""
+"""The ``snapext`` operator command: take, list, verify, revert, delete."""
 
 import argparse
 import json
