@@ -188,6 +188,7 @@ class VerifyOps(object):
         if not self.conf.snapext.disk_digests:
             return
         parents = self._parent_digests(parent_id)
+        started_all = time.monotonic()
         for disk in record['disks']:
             started = time.monotonic()
             try:
@@ -210,6 +211,10 @@ class VerifyOps(object):
                 'hashed_bytes': hashed,
                 'seconds': round(time.monotonic() - started, 3),
             }
+        self._report('digested', snapshot=record['id'], hashed_bytes=sum(
+            (d['digest'] or {}).get('hashed_bytes', 0)
+            for d in record['disks']),
+            seconds=round(time.monotonic() - started_all, 3))
 
     def _parent_digests(self, parent_id):
         """{file: (internal snapshot name, [Digested])} of the parent."""
