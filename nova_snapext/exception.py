@@ -37,7 +37,14 @@ class VerificationFailed(Conflict):
     """A memory image or disk state does not match its record.
 
     Raised before a revert or clone changes anything.
+
+    :param disks: whether a disk state (or a clone's disk file) is damaged,
+        not only the memory image
     """
+
+    def __init__(self, message, disks=False):
+        super().__init__(message)
+        self.disks = disks
 
 
 class ManifestError(SnapextError):

@@ -109,6 +109,10 @@ SCHEMA = {
                 'seconds': {'type': 'number'},
                 'detail': _nullable_str,
                 'of': {'enum': ['snapshot', 'clone files']},
+                # {"memory image" | "disk <target>"...: ok | mismatch |
+                #  no digest}, without file names, for the API
+                'artifacts': {'type': 'object',
+                              'additionalProperties': {'type': 'string'}},
             },
         },
         'timings_ms': {'type': 'object',

@@ -181,13 +181,14 @@ class Controller(object):
         return views.tree(instance.uuid, records, current, reasons,
                           self.store.broken(instance.uuid))
 
-    def show(self, context, snapshot_id):
+    def show(self, context, snapshot_id, verification=False):
+        """The record; with ``verification``, its last check (1.1)."""
         record, instance = self._snapshot(context, snapshot_id)
         policies.authorize(context, policies.SHOW, instance)
         if isinstance(record, exception.BrokenRecord):
             return views.broken_snapshot(record)
         _, reasons = self._host_view(context, instance)
-        return views.snapshot(record, reasons)
+        return views.snapshot(record, reasons, verification)
 
     def delete(self, context, snapshot_id):
         record, instance = self._snapshot(context, snapshot_id)

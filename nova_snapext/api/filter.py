@@ -107,6 +107,7 @@ class SnapextFilter(object):
                                         'use %s.' % (req.method,
                                                      ', '.join(handlers)))
             _check_project(match, context)
+            req.environ['snapext.version'] = version
             resp = handler(req, context, match)
         except Exception as exc:
             resp = faults.render(req, faults.from_exception(exc))
@@ -117,8 +118,10 @@ class SnapextFilter(object):
                                                match.group('server_id')))
 
     def _show(self, req, context, match):
-        return _json(200, self.controller.show(context,
-                                               match.group('snapshot_id')))
+        return _json(200, self.controller.show(
+            context, match.group('snapshot_id'),
+            verification=microversion.at_least(
+                req.environ['snapext.version'], '1.1')))
 
     def _delete(self, req, context, match):
         self.controller.delete(context, match.group('snapshot_id'))

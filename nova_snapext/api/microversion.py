@@ -18,7 +18,10 @@ HEADER = nova_wsgi.API_VERSION_REQUEST_HEADER
 #
 # * 1.0 - GET /servers/{id}/snapext-snapshots, GET and DELETE
 #         /snapext-snapshots/{id}, the snapextRevert server action.
-VERSIONS = ['1.0']
+# * 1.1 - GET /snapext-snapshots/{id} has ``verification``: the last check
+#         of the snapshot's memory image and disk states (by a revert, a
+#         clone or ``snapext verify``) and when, or null.
+VERSIONS = ['1.0', '1.1']
 MIN_VERSION = VERSIONS[0]
 MAX_VERSION = VERSIONS[-1]
 
@@ -41,6 +44,11 @@ def from_request(req):
     except TypeError as exc:
         raise faults.Fault(400, 'Invalid %s version: %s'
                            % (SERVICE_TYPE, exc))
+
+
+def at_least(version, wanted):
+    """Whether the request's ``version`` serves what ``wanted`` added."""
+    return version >= microversion_parse.parse_version_string(wanted)
 
 
 def stamp(resp, version):

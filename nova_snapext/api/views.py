@@ -19,10 +19,15 @@ def reasons(nodes):
     return found
 
 
-def snapshot(record, unavailable):
+def snapshot(record, unavailable, verification=False):
+    """The GET body; ``verification`` adds the last check (1.1).
+
+    The check itself reads every byte of the snapshot: a GET reports the
+    last one (verify, revert, clone) rather than hashing gigabytes.
+    """
     memory = record['memory']
     state, reason = manifest_mod.state_of(record['id'], unavailable)
-    return {'snapshot': {
+    body = {
         'id': record['id'],
         'server_id': record['instance_uuid'],
         'parent_id': record['parent_id'],
@@ -35,7 +40,14 @@ def snapshot(record, unavailable):
         'image_id': record.get('image_id'),
         'state': state,
         'reason': reason,
-    }}
+    }
+    if verification:
+        # file names stay on the host: the detail names them
+        kept = record.get('verification')
+        body['verification'] = kept and {
+            k: kept.get(k) for k in ('result', 'checked_at', 'of',
+                                     'artifacts')}
+    return {'snapshot': body}
 
 
 def broken_snapshot(exc):

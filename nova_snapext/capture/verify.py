@@ -32,6 +32,8 @@ OK = 'ok'
 MISMATCH = 'mismatch'
 NO_DIGEST = 'no digest'
 
+MEMORY = 'memory image'
+
 RESULT_OK = 'ok'
 RESULT_FAILED = 'failed'
 # everything checked matched, but something had no digest to check
@@ -59,19 +61,19 @@ def summary(checks):
 def check_memory(memory, path):
     """Check of a memory image against its size and sha256."""
     if not os.path.exists(path):
-        return Check('memory image', path, MISMATCH, 'missing', 0)
+        return Check(MEMORY, path, MISMATCH, 'missing', 0)
     size = os.path.getsize(path)
     if size != memory['bytes']:
-        return Check('memory image', path, MISMATCH,
+        return Check(MEMORY, path, MISMATCH,
                      'has %d bytes, its record says %d'
                      % (size, memory['bytes']), 0)
     if not memory['sha256']:
-        return Check('memory image', path, NO_DIGEST,
+        return Check(MEMORY, path, NO_DIGEST,
                      'no sha256 recorded', 0)
     if take.sha256(path) != memory['sha256']:
-        return Check('memory image', path, MISMATCH,
+        return Check(MEMORY, path, MISMATCH,
                      'content does not match its sha256', size)
-    return Check('memory image', path, OK, None, size)
+    return Check(MEMORY, path, OK, None, size)
 
 
 def digest_state(path, name, parent=None):
@@ -274,15 +276,17 @@ class VerifyOps(object):
             'detail': summary(checks) or None,
             'of': 'clone files' if disk_files is not None else 'snapshot',
         }
-        self._keep_verification(record, report)
+        self._keep_verification(record, report, checks)
         report['artifacts'] = [
             {'artifact': c.artifact, 'file': c.path, 'status': c.status,
              'detail': c.detail} for c in checks]
         return report
 
-    def _keep_verification(self, record, report):
+    def _keep_verification(self, record, report, checks):
         record['verification'] = {k: report[k] for k in (
             'result', 'checked_at', 'seconds', 'detail', 'of')}
+        record['verification']['artifacts'] = {c.artifact: c.status
+                                               for c in checks}
         try:
             self.store.update(record)
         except exception.SnapextError as exc:
@@ -326,7 +330,10 @@ class VerifyOps(object):
         if report['result'] == RESULT_FAILED:
             raise exception.VerificationFailed(
                 'snapshot %s is damaged, nothing was changed: %s'
-                % (record['id'], report['detail']))
+                % (record['id'], report['detail']),
+                disks=any(a['status'] == MISMATCH and
+                          a['artifact'] != MEMORY
+                          for a in report['artifacts']))
         if report['result'] == RESULT_INCOMPLETE:
             LOG.warning('snapshot %s resumed unverified in part: %s',
                         record['id'], report['detail'])

@@ -370,6 +370,15 @@ class SnapextLibvirtDriver(libvirt_driver.LibvirtDriver):
                 path_moves={source_dir: target_dir},
                 xml_edit=resume.adopt(nova_xml, source_dir), paused=pause,
                 before_start=post_xml_callback)
+        except exception.VerificationFailed as exc:
+            if exc.disks:
+                # The disks Nova made from the image do not hold the
+                # snapshot's state: a cold boot would run on them too.
+                raise nova_exception.ImageUnacceptable(
+                    image_id=instance.image_ref, reason=str(exc))
+            LOG.error('not resuming snapshot %s: %s; booting cold',
+                      snapshot_id, exc, instance=instance)
+            return None
         except Exception as exc:
             # The clone removed what it defined; Nova boots as it would.
             LOG.warning('resuming snapshot %s failed (%s); booting cold',

@@ -164,11 +164,13 @@ class MicroversionTest(FilterTestCase):
                       'compute 2.90, instance-snapshot latest'):
             resp = self.tree(asked)
             self.assertEqual(200, resp.status_int)
-            self.assertEqual('instance-snapshot 1.0', resp.headers[HEADER])
+            self.assertEqual('instance-snapshot %s' % (
+                '1.0' if asked.endswith('1.0') else '1.1'),
+                resp.headers[HEADER])
             self.assertVary(resp)
 
     def test_unsupported_version_is_406(self):
-        for asked in ('instance-snapshot 1.1', 'instance-snapshot 2.0',
+        for asked in ('instance-snapshot 1.2', 'instance-snapshot 2.0',
                       'instance-snapshot 0.9'):
             resp = self.tree(asked)
             self.assertFault(resp, 406, 'computeFault', 'not supported')
@@ -184,7 +186,7 @@ class MicroversionTest(FilterTestCase):
         resp = self.request('/snapext-snapshots/nope',
                             version='instance-snapshot latest')
         self.assertFault(resp, 404, 'itemNotFound')
-        self.assertEqual('instance-snapshot 1.0', resp.headers[HEADER])
+        self.assertEqual('instance-snapshot 1.1', resp.headers[HEADER])
         self.assertVary(resp)
 
 
@@ -266,6 +268,28 @@ class TreeAndShowTest(FilterTestCase):
         # Host details are the compute host's business.
         self.assertNotIn('/srv/', resp.text)
         self.assertNotIn('domain_xml', snap)
+
+    def test_show_reports_the_last_verification_from_1_1(self):
+        record = self.snapshot()
+        path = '/snapext-snapshots/%s' % record['id']
+        self.assertNotIn('verification',
+                         self.request(path).json_body['snapshot'])
+        resp = self.request(path, version='instance-snapshot 1.1')
+        self.assertIsNone(resp.json_body['snapshot']['verification'])
+        record['verification'] = {
+            'result': 'failed', 'checked_at': '2026-01-02T03:04:05Z',
+            'seconds': 1.5, 'of': 'snapshot',
+            'detail': 'memory image (/srv/x/memory.save): differs',
+            'artifacts': {'memory image': 'mismatch', 'disk vda': 'ok'}}
+        self.store.update(record)
+        resp = self.request(path, version='instance-snapshot 1.1')
+        self.assertEqual({'result': 'failed',
+                          'checked_at': '2026-01-02T03:04:05Z',
+                          'of': 'snapshot',
+                          'artifacts': {'memory image': 'mismatch',
+                                        'disk vda': 'ok'}},
+                         resp.json_body['snapshot']['verification'])
+        self.assertNotIn('/srv/', resp.text)
 
     def test_show_unknown_is_404(self):
         resp = self.request('/snapext-snapshots/nope')
