@@ -38,6 +38,12 @@ NOTES = [
     'Figure 7: the first tick printed by the resumed or booted guest; '
     '"call returned" includes thawing the restored guest through its '
     'agent (revert, clone) or the agent answering (cold boot).',
+    'Figure 8: sha256 per qcow2 cluster of each disk state, computed by '
+    'take after the guest resumed and thawed; a snapshot with a parent '
+    'rehashes only the clusters it does not share with it.  Verify reads '
+    'the memory image and every cluster the disk states map, as revert '
+    'does before it destroys the running guest (its time is part of '
+    "figure 7's revert).",
 ]
 
 

@@ -11,8 +11,9 @@ FIGURES = {
     5: 'Incremental bytes',
     6: 'Memory save throughput',
     7: 'Revert and clone to running',
+    8: 'Digests: at take (after the guest resumed) and verify before revert',
 }
-_DIGITS = {'s': 2, 'ms': 0, 'MiB': 1, 'MB/s': 0}
+_DIGITS = {'s': 2, 'ms': 0, 'MiB': 1, 'MB/s': 0, 's/GiB': 2}
 
 
 def _fmt(value, unit):

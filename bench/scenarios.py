@@ -14,7 +14,7 @@ from bench import baseline
 from bench import rig as rig_mod
 from nova_snapext.testing import guest as guest_mod
 
-MS, S, MIB, MBPS = 'ms', 's', 'MiB', 'MB/s'
+MS, S, MIB, MBPS, S_GIB = 'ms', 's', 'MiB', 'MB/s', 's/GiB'
 BASE = 'baseline: Nova live snapshot (root)'
 SX_DISKS = 'snapext disks-only (3 disks)'
 SX_ROOT = 'snapext disks-only (root only)'
@@ -125,6 +125,33 @@ def _add_snapshot(samples, variant, res, versus):
                     versus)
 
 
+def _per_gib(seconds, nbytes, floor=16 << 20):
+    # below some MiB the fixed costs (opening files, L2 tables) dominate
+    return seconds / (nbytes / 2 ** 30) if nbytes >= floor else None
+
+
+def _add_digest(samples, variant, record):
+    """Figure 8: what the disk digests cost a take, off the guest's path."""
+    digests = [d['digest'] for d in record['disks'] if d.get('digest')]
+    hashed = sum(d['hashed_bytes'] for d in digests)
+    seconds = record['timings_ms'].get('digest', 0) / 1e3
+    samples.add(8, 'digest time at take (guest running)', variant, seconds,
+                S)
+    samples.add(8, 'bytes hashed at take', variant, hashed / 2 ** 20, MIB)
+    samples.add(8, 'digest cost per GiB hashed', variant,
+                _per_gib(seconds, hashed), S_GIB)
+
+
+def _add_verify(samples, variant, report):
+    """Figure 8: what verifying costs a revert before it destroys."""
+    samples.add(8, 'verify before revert (memory + disks)', variant,
+                report['seconds'], S)
+    samples.add(8, 'bytes read by verify', variant,
+                report['bytes_read'] / 2 ** 20, MIB)
+    samples.add(8, 'verify cost per GiB read', variant,
+                _per_gib(report['seconds'], report['bytes_read']), S_GIB)
+
+
 def _add_size(samples, variant, res, versus, size_label):
     """Figure 4: the same two times, labelled with the root's size."""
     label = '%s, root %s' % (variant, size_label)
@@ -163,6 +190,8 @@ def snapshot_costs(r, samples, reps, root_mib, size_label, main,
                 _add_snapshot(samples, variant, res, versus)
             if main and variant == SX_FULL:
                 _add_memory(samples, res['record'], guest.memory_mib)
+            if main and 'record' in res:
+                _add_digest(samples, variant, res['record'])
     return guest
 
 
@@ -228,6 +257,8 @@ def incremental(r, samples, reps, guest, writes_mib):
                         MIB)
             _add_size(samples, 'baseline', res, None, used)
             second = _snapext(r, guest, memory=False, export=False)
+            _add_digest(samples, 'snapext second snapshot, N = %d MiB' % n,
+                        second['record'])
             for disk in second['record']['disks']:
                 grown = (rig_mod.allocated_bytes(disk['path']) -
                          sizes[disk['target']])
@@ -303,6 +334,9 @@ def revert_and_clone(r, samples, reps, guest):
         guest.wait_for_tick(after=guest.last_tick()[0] + 3)
         watcher = guest_mod.TickWatcher(guest)
         watcher.start()
+        # the same checks the revert runs first, timed on their own
+        _add_verify(samples, 'snapext full (memory + 3 disks)',
+                    r.engine.verify(record['id']))
         now = guest.last_tick()[0]
         started = time.monotonic()
         r.engine.revert(record['id'])
