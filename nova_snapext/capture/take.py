@@ -41,7 +41,7 @@ class TakeOps(object):
     """Engine operations that create snapshots."""
 
     def take(self, domain, memory=True, quiesce_policy=None, disk_roles=None,
-             extra=None, targets=None):
+             extra=None, targets=None, digests=True):
         """Capture memory + device state + every disk at one instant.
 
         :param memory: False for a disk-only snapshot
@@ -50,13 +50,17 @@ class TakeOps(object):
             Cinder group); default: every writable disk
         :param disk_roles: {target: {'role': ..., 'volume_id': ...}}
         :param extra: more top-level manifest fields (image_id, nova)
+        :param digests: False when the caller holds the guest frozen
+            around the take (a Cinder group's freeze): the disk digests
+            would lengthen the freeze; the caller runs
+            :meth:`record_digests` once it thawed the guest
         :returns: the committed manifest
         """
         guest = guest_mod.Guest(self._lookup(domain))
         policy = quiesce_policy or self.conf.snapext.quiesce_policy
         with self._lock(guest.uuid):
             return self._take(guest, memory, policy, disk_roles or {},
-                              extra or {}, targets)
+                              extra or {}, targets, digests)
 
     def check_capturable(self, domain, memory=True, targets=None):
         """Raise InvalidRequest if :meth:`take` would refuse the disks."""
@@ -89,7 +93,8 @@ class TakeOps(object):
                                              if d.fmt != 'qcow2'}))))
         return disks
 
-    def _take(self, guest, memory, policy, disk_roles, extra, targets):
+    def _take(self, guest, memory, policy, disk_roles, extra, targets,
+              digests):
         started = time.monotonic()
         instance_uuid = guest.uuid
         running = guest.is_active()
@@ -124,8 +129,10 @@ class TakeOps(object):
             record = self._record(guest, snapshot_id, parent_id, xml, disks,
                                   disk_roles, q, memory_file, extra,
                                   len(disks) < len(guest.disks()))
-            with progress.timed(timings, 'digest'):
-                self._record_digests(record, staging, parent_id)
+            if digests:
+                # the guest runs thawed again: off its critical path
+                with progress.timed(timings, 'digest'):
+                    self._record_digests(record, staging, parent_id)
             timings['total'] = progress.elapsed_ms(started)
             record['timings_ms'] = timings
             self.store.commit(record)

@@ -16,6 +16,7 @@ Take computes the disk digests once the guest runs again
 
 import collections
 import os
+import struct
 import time
 
 from oslo_log import log as logging
@@ -38,6 +39,11 @@ RESULT_OK = 'ok'
 RESULT_FAILED = 'failed'
 # everything checked matched, but something had no digest to check
 RESULT_INCOMPLETE = 'incomplete'
+
+# what reading a damaged qcow2 file raises (truncated or nonsense tables,
+# names that are not UTF-8)
+_UNREADABLE = (OSError, ValueError, OverflowError, MemoryError, struct.error,
+               exception.SnapextError)
 
 Check = collections.namedtuple('Check', 'artifact path status detail bytes')
 
@@ -116,7 +122,7 @@ def check_state(disk, digests_file):
     try:
         size, vsize, actual, hashed = digest_state(disk['path'],
                                                    disk['snapshot'])
-    except (OSError, exception.SnapextError) as exc:
+    except _UNREADABLE as exc:
         return Check(_disk_name(disk), disk['path'], MISMATCH,
                      'internal snapshot %s cannot be read: %s'
                      % (disk['snapshot'], exc), 0)
@@ -161,7 +167,7 @@ def check_copy(disk, path, digests_file):
                 lambda step, length: f.guest_read(step.index * size,
                                                   length),
                 size, vsize)
-    except (OSError, exception.SnapextError) as exc:
+    except _UNREADABLE as exc:
         return Check(name, path, MISMATCH, 'cannot be read: %s' % exc, 0)
     diff = digest.first_difference(want, actual)
     if diff is None:
@@ -200,7 +206,8 @@ class VerifyOps(object):
                 location = digests_location(disk['target'])
                 _write_synced(os.path.join(staging, location),
                               digest.encode(size, vsize, done))
-            except (OSError, exception.SnapextError) as exc:
+            except Exception as exc:
+                # the snapshot is good without it: never fail a take here
                 LOG.warning('snapshot %s: no digest for disk %s (%s): %s',
                             record['id'], disk['target'], disk['path'], exc)
                 disk['digest'] = None
@@ -217,6 +224,15 @@ class VerifyOps(object):
             (d['digest'] or {}).get('hashed_bytes', 0)
             for d in record['disks']),
             seconds=round(time.monotonic() - started_all, 3))
+
+    def record_digests(self, snapshot_id):
+        """Digest the disk states of a committed record taken without."""
+        record = self.store.get(snapshot_id)
+        with self._lock(record['instance_uuid']):
+            record = self.store.get(snapshot_id)
+            directory = os.path.dirname(self.store.local_path(record, 'x'))
+            self._record_digests(record, directory, record['parent_id'])
+            self.store.update(record)
 
     def _parent_digests(self, parent_id):
         """{file: (internal snapshot name, [Digested])} of the parent."""

@@ -207,6 +207,7 @@ class AgentEndpoint(object):
                  'freeze_op': state.op_id}
         self._thawed[state.uuid] = ended
         self._record_window(state, ended['frozen_ms'])
+        self._digest_later(state.snapshots)
         LOG.info('%s: thawed by %s after %.1f ms', state.name, by,
                  ended['frozen_ms'])
         return ended
@@ -223,6 +224,24 @@ class AgentEndpoint(object):
                 # must not turn the thaw into an error.
                 LOG.exception('cannot record the frozen window of %s',
                               snapshot_id)
+
+    def _digest_later(self, snapshot_ids):
+        """Disk digests of captures made inside a freeze, once thawed.
+
+        Not in the thaw's reply path either: hashing a first snapshot
+        reads all its data, longer than a thaw call waits.  A record whose
+        digests are lost with this process is verified "incomplete".
+        """
+        def run():
+            for snapshot_id in snapshot_ids:
+                try:
+                    self.engine.record_digests(snapshot_id)
+                except Exception:
+                    LOG.exception('no disk digests for snapshot %s',
+                                  snapshot_id)
+        if snapshot_ids:
+            threading.Thread(target=run, name='snapext-digests',
+                             daemon=True).start()
 
     def thaw_leftovers(self):
         """Thaw the guests a killed agent left frozen (no watchdog ran)."""
@@ -288,7 +307,7 @@ class AgentEndpoint(object):
         record = self.engine.take(
             dom.UUIDString(), memory=spec['memory'], quiesce_policy=policy,
             disk_roles=spec['disk_roles'], extra=extra,
-            targets=spec['targets'])
+            targets=spec['targets'], digests=state is None)
         if state is not None:
             state.snapshots.append(record['id'])
         return record

@@ -70,6 +70,9 @@ class FakeEngine(object):
         self.store = mock.Mock()
         self.taken = []
         self.block = None
+        self.digests_at_take = []
+        self.digested = []
+        self.digests_done = threading.Event()
 
     def domain(self, ident):
         try:
@@ -78,7 +81,8 @@ class FakeEngine(object):
             raise exception.NotFound('domain %s not found' % ident)
 
     def take(self, domain, memory=True, quiesce_policy=None,
-             disk_roles=None, extra=None, targets=None):
+             disk_roles=None, extra=None, targets=None, digests=True):
+        self.digests_at_take.append(digests)
         if self.block:
             self.block.wait(5)
         dom = self.domain(domain)
@@ -89,6 +93,10 @@ class FakeEngine(object):
         record.update(extra or {})
         self.store.get.side_effect = {record['id']: record}.get
         return record
+
+    def record_digests(self, snapshot_id):
+        self.digested.append(snapshot_id)
+        self.digests_done.set()
 
 
 def _conf():
@@ -180,6 +188,10 @@ class RpcOverFakeDriverTest(testtools.TestCase):
         updated = self.engine.store.update.call_args[0][0]
         self.assertEqual(thawed['instances']['a']['frozen_ms'],
                          updated['quiesce']['frozen_ms'])
+        # the disk digests wait for the thaw: they must not lengthen it
+        self.assertEqual([False], self.engine.digests_at_take)
+        self.assertTrue(self.engine.digests_done.wait(5))
+        self.assertEqual([out['manifest']['id']], self.engine.digested)
 
     def test_refusals(self):
         self.api.freeze({}, 'host1', ['a'], 5000)
