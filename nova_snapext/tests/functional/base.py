@@ -5,6 +5,8 @@ say why; CI sets SNAPEXT_REQUIRE_GUEST=1 so that a missing libvirtd fails
 the run instead.
 """
 
+import contextlib
+import io
 import os
 import shutil
 import tempfile
@@ -18,6 +20,7 @@ import testtools
 from nova_snapext.capture import domain_xml
 from nova_snapext.capture import engine
 from nova_snapext.capture import qemu_img
+from nova_snapext.cmd import snapext as cli
 from nova_snapext import conf as snapext_conf
 from nova_snapext.testing import guest as guest_mod
 
@@ -84,6 +87,19 @@ class GuestTestCase(testtools.TestCase):
     def guest_identity(self):
         """(domain name, domain UUID or None for a random one)."""
         return '%s-%s' % (self.name_prefix, uuid.uuid4().hex[:8]), None
+
+    def run_cli(self, *args):
+        """``snapext ARGS`` on this test's store: (rc, stdout, stderr)."""
+        config = os.path.join(self.workdir, 'snapext.conf')
+        with open(config, 'w') as f:
+            f.write('[snapext]\nfile_store_path = %s\nlock_path = %s\n'
+                    'libvirt_uri = %s\n'
+                    % (self.conf.snapext.file_store_path,
+                       self.conf.snapext.lock_path, URI))
+        out, err = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            rc = cli.main(['--config-file', config] + list(args))
+        return rc, out.getvalue(), err.getvalue()
 
     def take_noting_tick(self, **kwargs):
         """engine.take(); (record, the counter when it was captured)."""

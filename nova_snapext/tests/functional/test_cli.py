@@ -1,28 +1,12 @@
 """The ``snapext`` operator command against the real guest."""
 
-import contextlib
-import io
 import json
-import os
 
-from nova_snapext.cmd import snapext as cli
 from nova_snapext.tests.functional import base
 
 
 class CliTest(base.GuestTestCase):
     disks = ('vda', 'vdb')
-
-    def run_cli(self, *args):
-        config = os.path.join(self.workdir, 'snapext.conf')
-        with open(config, 'w') as f:
-            f.write('[snapext]\nfile_store_path = %s\nlock_path = %s\n'
-                    'libvirt_uri = %s\n'
-                    % (self.conf.snapext.file_store_path,
-                       self.conf.snapext.lock_path, base.URI))
-        out, err = io.StringIO(), io.StringIO()
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            rc = cli.main(['--config-file', config] + list(args))
-        return rc, out.getvalue(), err.getvalue()
 
     def test_take_list_revert_delete(self):
         g = self.guest

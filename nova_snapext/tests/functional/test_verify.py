@@ -7,8 +7,6 @@ the guest is checked from inside: it runs on, unfrozen, counting on from
 where it was, its files as it left them.
 """
 
-import contextlib
-import io
 import json
 import os
 import uuid
@@ -16,7 +14,6 @@ import uuid
 import libvirt
 
 from nova_snapext.capture import qcow2
-from nova_snapext.cmd import snapext as cli
 from nova_snapext import exception
 from nova_snapext.tests.functional import base
 
@@ -60,18 +57,6 @@ def snapshot_only_cluster(path, name):
 
 class VerifyTestCase(base.GuestTestCase):
     disks = ('vda', 'vdb')
-
-    def run_cli(self, *args):
-        config = os.path.join(self.workdir, 'snapext.conf')
-        with open(config, 'w') as f:
-            f.write('[snapext]\nfile_store_path = %s\nlock_path = %s\n'
-                    'libvirt_uri = %s\n'
-                    % (self.conf.snapext.file_store_path,
-                       self.conf.snapext.lock_path, base.URI))
-        out, err = io.StringIO(), io.StringIO()
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            rc = cli.main(['--config-file', config] + list(args))
-        return rc, out.getvalue(), err.getvalue()
 
     def assertUntouched(self, offset, states, after):
         """The refused revert left the guest exactly as it ran."""
