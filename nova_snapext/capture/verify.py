@@ -292,19 +292,31 @@ class VerifyOps(object):
             'detail': summary(checks) or None,
             'of': 'clone files' if disk_files is not None else 'snapshot',
         }
-        self._keep_verification(record, report, checks)
+        # a revert or verify holds the instance's lock; a clone does not
+        # hold its source's
+        self._keep_verification(record, report, checks,
+                                locked=disk_files is None)
         report['artifacts'] = [
             {'artifact': c.artifact, 'file': c.path, 'status': c.status,
              'detail': c.detail} for c in checks]
         return report
 
-    def _keep_verification(self, record, report, checks):
-        record['verification'] = {k: report[k] for k in (
+    def _keep_verification(self, record, report, checks, locked):
+        kept = {k: report[k] for k in (
             'result', 'checked_at', 'seconds', 'detail', 'of')}
-        record['verification']['artifacts'] = {c.artifact: c.status
-                                               for c in checks}
+        kept['artifacts'] = {c.artifact: c.status for c in checks}
+        record['verification'] = kept
         try:
-            self.store.update(record)
+            if locked:
+                self.store.update(record)
+                return
+            # Unlocked, a whole-record write could undo what another
+            # operation just wrote (a mark): write into a fresh copy, and
+            # give up when the instance is busy (the result is a nicety).
+            with self._lock(record['instance_uuid']):
+                fresh = self.store.get(record['id'])
+                fresh['verification'] = kept
+                self.store.update(fresh)
         except exception.SnapextError as exc:
             LOG.warning('could not keep the verification of snapshot %s: '
                         '%s', record['id'], exc)
@@ -313,7 +325,7 @@ class VerifyOps(object):
         """Check every artifact of a snapshot; the report (a dict)."""
         record = self.store.get(snapshot_id)
         with self._lock(record['instance_uuid']):
-            report = self._verify(record)
+            report = self._verify(self.store.get(snapshot_id))
         report['snapshot'] = snapshot_id
         return report
 

@@ -234,11 +234,17 @@ class AgentEndpoint(object):
         """
         def run():
             for snapshot_id in snapshot_ids:
-                try:
-                    self.engine.record_digests(snapshot_id)
-                except Exception:
-                    LOG.exception('no disk digests for snapshot %s',
-                                  snapshot_id)
+                for attempt in range(60):
+                    try:
+                        self.engine.record_digests(snapshot_id)
+                        break
+                    except exception.Conflict:
+                        # the caller's next operation on the instance
+                        time.sleep(1)
+                    except Exception:
+                        LOG.exception('no disk digests for snapshot %s',
+                                      snapshot_id)
+                        break
         if snapshot_ids:
             threading.Thread(target=run, name='snapext-digests',
                              daemon=True).start()
