@@ -48,6 +48,13 @@ class SpawnFromSnapshotTest(nova_base.NovaGuestTestCase):
         self.assertEqual('thawed', guest_b.freeze_status())
         self.assertEqual(b.uuid, guest_b.dom.UUIDString())
         self.assertLess(resume_s, cold_s)
+        # the disks Nova made from the image were checked against the
+        # snapshot's digests before the memory was resumed on them
+        verified = self.driver.snapext.store.get(
+            snapshot_image['properties']['snapext_manifest'])['verification']
+        self.assertEqual(('ok', 'clone files'),
+                         (verified['result'], verified['of']))
+        self.assertEqual('ok', verified['artifacts']['disk vda copy'])
         # A runs on with its own files and console
         self.assertIsNotNone(guest_a.sha256('/mnt/vda/after.bin'))
         self.assertNotEqual(guest_a.console, guest_b.console)
