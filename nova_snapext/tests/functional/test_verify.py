@@ -12,6 +12,7 @@ import os
 import uuid
 
 import libvirt
+import testtools
 
 from nova_snapext.capture import qcow2
 from nova_snapext import exception
@@ -58,6 +59,11 @@ def snapshot_only_cluster(path, name):
 class VerifyTestCase(base.GuestTestCase):
     disks = ('vda', 'vdb')
 
+    def note(self, name, text):
+        """What the user sees, kept as a test detail for the record."""
+        self.addDetail('user sees: %s' % name,
+                       testtools.content.text_content(text))
+
     def assertUntouched(self, offset, states, after):
         """The refused revert left the guest exactly as it ran."""
         self.assertEqual(libvirt.VIR_DOMAIN_RUNNING,
@@ -90,6 +96,7 @@ class MemoryImageDamagedTest(VerifyTestCase):
 
         e = self.assertRaises(exception.VerificationFailed,
                               self.engine.revert, record['id'])
+        self.note('revert (memory flipped)', str(e))
         self.assertIn('memory image (%s): content does not match its '
                       'sha256' % memory, str(e))
         self.assertIn('nothing was changed', str(e))
@@ -98,6 +105,7 @@ class MemoryImageDamagedTest(VerifyTestCase):
         self.assertEqual('failed', kept['result'])
 
         rc, out, err = self.run_cli('verify', record['id'])
+        self.note('snapext verify (memory flipped), rc %d' % rc, out + err)
         self.assertEqual(1, rc)
         report = json.loads(out)
         self.assertEqual(
@@ -145,6 +153,7 @@ class DiskStateDamagedTest(VerifyTestCase):
         self.assertLess(vdb[second['id']]['hashed_bytes'], 8 << 20)
         self.assertGreaterEqual(vdb[second['id']]['hashed_bytes'], 5 << 20)
         self.assertIn('digest', second['timings_ms'])
+        self.note('digests', json.dumps(vdb, indent=1))
         for record in (first, second):
             rc, out, _ = self.run_cli('verify', record['id'])
             self.assertEqual((0, 'ok'), (rc, json.loads(out)['result']))
@@ -158,6 +167,7 @@ class DiskStateDamagedTest(VerifyTestCase):
 
         e = self.assertRaises(exception.VerificationFailed,
                               self.engine.revert, first['id'])
+        self.note('revert (disk state damaged)', str(e))
         self.assertIn('disk vdb (%s): internal snapshot %s does not match '
                       'its digest, first at guest offset %#x: content '
                       'differs' % (path, first['disks'][1]['snapshot'],
@@ -165,6 +175,8 @@ class DiskStateDamagedTest(VerifyTestCase):
         self.assertUntouched(offset, states, after)
 
         rc, out, err = self.run_cli('verify', first['id'])
+        self.note('snapext verify (disk state damaged), rc %d' % rc,
+                  out + err)
         self.assertEqual(1, rc)
         self.assertEqual(
             {'memory image': 'ok', 'disk vda': 'ok', 'disk vdb': 'mismatch'},
@@ -187,6 +199,7 @@ class DiskStateDamagedTest(VerifyTestCase):
         e = self.assertRaises(exception.VerificationFailed,
                               self.engine.clone, first['id'], name,
                               str(uuid.uuid4()), sources)
+        self.note('clone (copy of the damaged state)', str(e))
         self.assertIn('disk vdb copy (%s): does not hold snapshot state'
                       % sources['vdb'], str(e))
         self.assertRaises(libvirt.libvirtError, self.conn.lookupByName,
