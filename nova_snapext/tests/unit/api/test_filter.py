@@ -465,6 +465,8 @@ class DeleteTest(FilterTestCase):
         for error, code, name in [
                 (exception.Conflict('busy'), 409, 'conflictingRequest'),
                 (fakes.Conflict_Remote('busy'), 409, 'conflictingRequest'),
+                (exception.VerificationFailed('snapshot s is damaged'), 409,
+                 'conflictingRequest'),
                 (exception.NotFound('gone'), 404, 'itemNotFound'),
                 (exception.AgentUnavailable('no agent on compute1'), 503,
                  'serviceUnavailable'),
