@@ -59,9 +59,8 @@ def cmd_verify(conf, args):
     report = _engine(conf).verify(args.snapshot)
     print(json.dumps(report, indent=2))
     if report['result'] == 'failed':
-        print('snapext: error: snapshot %s is damaged: %s'
-              % (args.snapshot, report['detail']), file=sys.stderr)
-        return 1
+        return _fail('snapshot %s is damaged: %s'
+                     % (args.snapshot, report['detail']))
     if report['result'] == 'incomplete':
         print('snapext: warning: snapshot %s verified in part: %s'
               % (args.snapshot, report['detail']), file=sys.stderr)
