@@ -22,8 +22,10 @@ Every function works on plain tuples, so the plans are tested without a
 qcow2 file; :mod:`qcow2` reads the clusters.
 """
 
+import bisect
 import collections
 import hashlib
+import operator
 import struct
 
 from nova_snapext import exception
@@ -45,6 +47,38 @@ Hash = collections.namedtuple('Hash', 'index entry zero')
 """Read the cluster and hash it."""
 
 Difference = collections.namedtuple('Difference', 'index why')
+
+
+def shared_tables(tables, parent_tables):
+    """Indexes of the L2 tables a state shares with its parent.
+
+    qcow2 copies an L2 table shared with a snapshot before it changes an
+    entry, so the same table means the same clusters: their digests are
+    the parent's and the table is not even read.
+    """
+    return frozenset(j for j, offset in enumerate(tables)
+                     if offset and j < len(parent_tables)
+                     and parent_tables[j] == offset)
+
+
+def in_tables(digests, tables, per_table):
+    """The part of a sorted digest list that falls in L2 tables ``tables``.
+
+    Found by bisection: the cost follows the tables, not the clusters.
+    """
+    key = operator.attrgetter('index')
+    found = []
+    for j in sorted(tables):
+        lo = bisect.bisect_left(digests, j * per_table, key=key)
+        hi = bisect.bisect_left(digests, (j + 1) * per_table, key=key)
+        found.extend(digests[lo:hi])
+    return found
+
+
+def merged(*lists):
+    """One digest list in guest order."""
+    return sorted((d for part in lists for d in part),
+                  key=operator.attrgetter('index'))
 
 
 def plan(granules, parent=None):

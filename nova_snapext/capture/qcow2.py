@@ -108,20 +108,29 @@ def find_snapshot(read, header, name):
     raise exception.NotFound('no internal snapshot %s' % name)
 
 
-def clusters(read, cluster_bits, l1_table_offset, l1_size, virtual_size):
+def l2_offsets(read, l1_table_offset, l1_size):
+    """The host offset of each L2 table an L1 table names (0: none)."""
+    return [e & OFFSET_MASK for (e,) in _ENTRY.iter_unpack(
+        read(l1_table_offset, l1_size * 8))]
+
+
+def clusters(read, cluster_bits, l1_table_offset, l1_size, virtual_size,
+             skip=()):
     """(guest cluster index, L2 entry) of every cluster the table maps.
 
     Unallocated clusters (read from the backing file) are left out; an
     entry is given without its COPIED flag, which changes when a snapshot
     is taken or dropped but not what the cluster holds.
+
+    :param skip: indexes of L2 tables not to read
     """
     cluster_size = 1 << cluster_bits
     per_l2 = cluster_size // 8
     count = (virtual_size + cluster_size - 1) // cluster_size
-    l1 = read(l1_table_offset, l1_size * 8)
+    tables = l2_offsets(read, l1_table_offset, l1_size)
     for j in range(min(l1_size, (count + per_l2 - 1) // per_l2)):
-        l2_offset = _ENTRY.unpack_from(l1, j * 8)[0] & OFFSET_MASK
-        if not l2_offset:
+        l2_offset = tables[j]
+        if not l2_offset or j in skip:
             continue
         l2 = read(l2_offset, cluster_size)
         if len(l2) < cluster_size:
@@ -207,9 +216,13 @@ class File(object):
     def snapshot(self, name):
         return find_snapshot(self.read, self.header, name)
 
-    def snapshot_clusters(self, snap):
+    def snapshot_clusters(self, snap, skip=()):
         return clusters(self.read, self.header.cluster_bits,
-                        snap.l1_table_offset, snap.l1_size, snap.disk_size)
+                        snap.l1_table_offset, snap.l1_size, snap.disk_size,
+                        skip)
+
+    def snapshot_tables(self, snap):
+        return l2_offsets(self.read, snap.l1_table_offset, snap.l1_size)
 
     def cluster_bytes(self, entry, length):
         return cluster_bytes(self.read, self.header, entry, length)

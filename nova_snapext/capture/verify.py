@@ -85,27 +85,47 @@ def check_memory(memory, path):
 def digest_state(path, name, parent=None):
     """Digest the internal snapshot ``name`` of ``path``.
 
-    :param parent: (internal snapshot name, [Digested]) of the parent state
-        in the same file: clusters they share are not read again, provided
-        the parent's snapshot is still there (its clusters unchanged)
+    :param parent: (internal snapshot name, virtual size, [Digested]) of
+        the parent state in the same file: the L2 tables and clusters they
+        share are not read again
     :returns: (cluster size, virtual size, [Digested], bytes hashed)
     """
     with qcow2.File(path) as f:
         snap = f.snapshot(name)
-        prior = None
-        if parent is not None:
-            try:
-                f.snapshot(parent[0])
-                prior = parent[1]
-            except exception.NotFound:
-                pass
+        per_table = f.cluster_size // 8
+        prior, shared = _usable_parent(f, snap, parent)
         granules = [digest.Granule(i, e, bool(qcow2.is_zero(e)))
-                    for i, e in f.snapshot_clusters(snap)]
+                    for i, e in f.snapshot_clusters(snap, skip=shared)]
+        changed = {g.index // per_table for g in granules}
         done, hashed = digest.run(
-            digest.plan(granules, prior),
+            digest.plan(granules, digest.in_tables(prior, changed,
+                                                   per_table)),
             lambda step, length: f.cluster_bytes(step.entry, length),
             f.cluster_size, snap.disk_size)
+        if shared:
+            done = digest.merged(done, digest.in_tables(prior, shared,
+                                                        per_table))
         return f.cluster_size, snap.disk_size, done, hashed
+
+
+def _usable_parent(f, snap, parent):
+    """(the parent's digests, L2 tables shared with it), or ([], none).
+
+    Only while the parent's internal snapshot is still in the file (its
+    clusters and tables unchanged since it was digested), and at the same
+    virtual size (a grown disk clips its last cluster elsewhere).
+    """
+    if parent is None:
+        return [], frozenset()
+    name, virtual_size, digests = parent
+    if virtual_size != snap.disk_size:
+        return [], frozenset()
+    try:
+        older = f.snapshot(name)
+    except exception.NotFound:
+        return [], frozenset()
+    return digests, digest.shared_tables(f.snapshot_tables(snap),
+                                         f.snapshot_tables(older))
 
 
 def _disk_name(disk):
@@ -235,7 +255,7 @@ class VerifyOps(object):
             self.store.update(record)
 
     def _parent_digests(self, parent_id):
-        """{file: (internal snapshot name, [Digested])} of the parent."""
+        """{file: (internal snapshot, virtual size, [Digested])}."""
         if parent_id is None:
             return {}
         try:
@@ -250,12 +270,13 @@ class VerifyOps(object):
             try:
                 with open(self.store.local_path(
                         parent, recorded['location']), 'rb') as f:
-                    _, _, digests = digest.decode(f.read(), recorded['root'])
+                    _, vsize, digests = digest.decode(f.read(),
+                                                      recorded['root'])
             except (OSError, exception.ManifestError) as exc:
                 LOG.info('not reusing the digests of snapshot %s disk %s: '
                          '%s', parent_id, disk['target'], exc)
                 continue
-            found[disk['path']] = (disk['snapshot'], digests)
+            found[disk['path']] = (disk['snapshot'], vsize, digests)
         return found
 
     # -- before resuming, and on demand --

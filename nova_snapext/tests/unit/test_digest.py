@@ -62,6 +62,22 @@ class PlanTest(testtools.TestCase):
         self.assertEqual(parent[11], done[11])
 
 
+class TablesTest(testtools.TestCase):
+
+    def test_shared_tables(self):
+        self.assertEqual(frozenset([0, 3]), digest.shared_tables(
+            [0x100, 0x200, 0, 0x400, 0x500], [0x100, 0x900, 0, 0x400]))
+
+    def test_in_tables_and_merged(self):
+        d = [digest.Digested(i, i, b'') for i in (0, 3, 4, 7, 8, 12)]
+        self.assertEqual([0, 3, 8], [x.index for x in digest.in_tables(
+            d, {2, 0}, 4)])
+        self.assertEqual([], digest.in_tables(d, {5}, 4))
+        self.assertEqual(d, digest.merged(digest.in_tables(d, {1}, 4),
+                                          digest.in_tables(d, {0, 2, 3},
+                                                           4)))
+
+
 class RunTest(testtools.TestCase):
 
     def test_zero_clusters_are_not_read(self):

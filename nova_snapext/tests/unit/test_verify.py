@@ -101,7 +101,7 @@ class Qcow2FilesTest(testtools.TestCase):
 
     def test_child_hashes_only_what_changed_since_its_parent(self):
         _, s1, hashed1, _ = self._record('s1')
-        _, s2, hashed2, _ = self._record('s2', ('s1', s1))
+        _, s2, hashed2, _ = self._record('s2', ('s1', 4 << 20, s1))
         # s1 maps 64k-192k and 3M (10k written, one cluster): 3 clusters;
         # s2 rewrote one of them and added 2M
         self.assertEqual(3 * CS, hashed1)
@@ -113,7 +113,50 @@ class Qcow2FilesTest(testtools.TestCase):
         _, s1, _, _ = self._record('s1')
         _run('qemu-img', 'snapshot', '-d', 's1', self.disk)
         self.assertEqual(4 * CS, verify.digest_state(
-            self.disk, 's2', ('s1', s1))[3])
+            self.disk, 's2', ('s1', 4 << 20, s1))[3])
+
+    def test_no_reuse_across_a_resize(self):
+        # the last cluster is clipped to the virtual size: growing the
+        # disk within that cluster changes its digest, not its L2 entry
+        odd = os.path.join(self.dir, 'odd')
+        size = (4 << 20) - 1024
+        _run('qemu-img', 'create', '-q', '-f', 'qcow2', odd, str(size))
+        _io(odd, 'write -P 4 %d 1024' % (size - 1024))
+        _run('qemu-img', 'snapshot', '-c', 'a', odd)
+        _run('qemu-img', 'resize', '-q', odd, str(4 << 20))
+        _run('qemu-img', 'snapshot', '-c', 'b', odd)
+        a = verify.digest_state(odd, 'a')[2]
+        full = verify.digest_state(odd, 'b')
+        self.assertNotEqual(a, full[2])
+        self.assertEqual(full, verify.digest_state(odd, 'b',
+                                                   ('a', size, a)))
+
+    def test_shared_l2_tables_are_not_read(self):
+        # 4 KiB clusters: one L2 table maps 2 MiB, so the disk has two
+        small = os.path.join(self.dir, 'small')
+        _run('qemu-img', 'create', '-q', '-f', 'qcow2', '-o',
+             'cluster_size=4096', small, '4M')
+        _io(small, 'write -P 1 0 64k', 'write -P 2 3M 64k')
+        _run('qemu-img', 'snapshot', '-c', 's1', small)
+        _io(small, 'write -P 3 3M 4k')
+        _run('qemu-img', 'snapshot', '-c', 's2', small)
+        s1 = verify.digest_state(small, 's1')[2]
+        with qcow2.File(small) as f:
+            tables = f.snapshot_tables(f.snapshot('s2'))
+        reads = []
+        real = qcow2.File.read
+
+        def read(f, offset, size):
+            reads.append(offset)
+            return real(f, offset, size)
+        self.useFixture(fixtures.MonkeyPatch(
+            'nova_snapext.capture.qcow2.File.read', read))
+        size, vsize, s2, hashed = verify.digest_state(
+            small, 's2', ('s1', 4 << 20, s1))
+        self.assertNotIn(tables[0], reads)
+        self.assertIn(tables[1], reads)
+        self.assertEqual(4096, hashed)
+        self.assertEqual(verify.digest_state(small, 's2')[2], s2)
 
     def test_check_state_ok_then_a_flipped_byte_is_found(self):
         info, done, _, path = self._record('s1')
