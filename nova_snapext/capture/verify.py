@@ -245,14 +245,31 @@ class VerifyOps(object):
             for d in record['disks']),
             seconds=round(time.monotonic() - started_all, 3))
 
-    def record_digests(self, snapshot_id):
-        """Digest the disk states of a committed record taken without."""
+    def record_digests(self, snapshot_id, attempts=60, wait=1.0):
+        """Digest the disk states of a committed record taken without.
+
+        The hashing runs without the instance's lock, so that the next
+        operation on the instance is not refused for its sake (internal
+        snapshots never change; one dropped meanwhile is not recorded).
+        Only writing the result takes the lock: tried ``attempts`` times.
+        """
         record = self.store.get(snapshot_id)
-        with self._lock(record['instance_uuid']):
-            record = self.store.get(snapshot_id)
-            directory = os.path.dirname(self.store.local_path(record, 'x'))
-            self._record_digests(record, directory, record['parent_id'])
-            self.store.update(record)
+        directory = os.path.dirname(self.store.local_path(record, 'x'))
+        self._record_digests(record, directory, record['parent_id'])
+        for attempt in range(attempts):
+            try:
+                with self._lock(record['instance_uuid']):
+                    fresh = self.store.get(snapshot_id)
+                    held = self._held(d['path'] for d in fresh['disks'])
+                    for disk, done in zip(fresh['disks'], record['disks']):
+                        if disk['snapshot'] in held.get(disk['path'], ()):
+                            disk['digest'] = done.get('digest')
+                    self.store.update(fresh)
+                    return
+            except exception.Conflict:
+                if attempt + 1 == attempts:
+                    raise
+                time.sleep(wait)
 
     def _parent_digests(self, parent_id):
         """{file: (internal snapshot, virtual size, [Digested])}."""

@@ -234,17 +234,11 @@ class AgentEndpoint(object):
         """
         def run():
             for snapshot_id in snapshot_ids:
-                for attempt in range(60):
-                    try:
-                        self.engine.record_digests(snapshot_id)
-                        break
-                    except exception.Conflict:
-                        # the caller's next operation on the instance
-                        time.sleep(1)
-                    except Exception:
-                        LOG.exception('no disk digests for snapshot %s',
-                                      snapshot_id)
-                        break
+                try:
+                    self.engine.record_digests(snapshot_id)
+                except Exception:
+                    LOG.exception('no disk digests for snapshot %s',
+                                  snapshot_id)
         if snapshot_ids:
             threading.Thread(target=run, name='snapext-digests',
                              daemon=True).start()

@@ -103,6 +103,13 @@ class RpcContractTest(AgentTestCase):
         self.assertEqual(window['frozen_ms'], self.agent_record(
             record['id'])['quiesce']['frozen_ms'])
         self.assertEqual(before, g.sha256('/mnt/vdb/before.bin'))
+        # the disk digest was left for after the thaw: it never lengthens
+        # the caller's frozen window, and it comes within seconds
+        self.assertNotIn('digest', record['disks'][0])
+        deadline = time.monotonic() + 30
+        while not self.agent_record(record['id'])['disks'][0].get('digest'):
+            self.assertLess(time.monotonic(), deadline, 'no digest')
+            time.sleep(0.2)
 
         # without a freeze first, capture quiesces on its own
         full = self.api.capture(self.ctxt, self.host, {
