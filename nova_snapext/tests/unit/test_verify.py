@@ -11,11 +11,18 @@ import shutil
 import subprocess
 
 import fixtures
+from oslo_config import cfg
 import testtools
 
 from nova_snapext.capture import digest
+from nova_snapext.capture import engine
+from nova_snapext.capture import locks
 from nova_snapext.capture import qcow2
 from nova_snapext.capture import verify
+from nova_snapext import conf as snapext_conf
+from nova_snapext import exception
+from nova_snapext.stores import file as file_store
+from nova_snapext.tests.unit import fakes
 
 CS = 65536
 
@@ -24,8 +31,8 @@ def _run(*args):
     subprocess.run(args, check=True, stdout=subprocess.DEVNULL)
 
 
-def _io(path, *commands):
-    args = ['qemu-io']
+def _io(path, *commands, fmt='qcow2'):
+    args = ['qemu-io', '-f', fmt]
     for c in commands:
         args += ['-c', c]
     _run(*(args + [path]))
@@ -46,7 +53,7 @@ class Qcow2FilesTest(testtools.TestCase):
         self.base = os.path.join(self.dir, 'base.raw')
         self.disk = os.path.join(self.dir, 'disk')
         _run('qemu-img', 'create', '-q', '-f', 'raw', self.base, '4M')
-        _io(self.base, 'write -P 0x11 0 4M')
+        _io(self.base, 'write -P 0x11 0 4M', fmt='raw')
         _run('qemu-img', 'create', '-q', '-f', 'qcow2', '-F', 'raw', '-b',
              self.base, self.disk, '4M')
         _io(self.disk, 'write -P 0xaa 64k 128k', 'write -z 1M 64k',
@@ -235,3 +242,102 @@ class MemoryAndOutcomeTest(testtools.TestCase):
                          verify.outcome([none, bad, ok]))
         self.assertEqual('b (/g): no digest; c (/h): differs',
                          verify.summary([ok, none, bad]))
+
+
+@testtools.skipUnless(shutil.which('qemu-img') and shutil.which('qemu-io'),
+                      'needs qemu-img and qemu-io')
+class VerifyOpsTest(testtools.TestCase):
+    """The engine's verify operations over a file store, without libvirt."""
+
+    def setUp(self):
+        super().setUp()
+        self.dir = self.useFixture(fixtures.TempDir()).path
+        conf = cfg.ConfigOpts()
+        snapext_conf.register_opts(conf)
+        conf([], project='snapext')
+        conf.set_override('file_store_path', os.path.join(self.dir, 's'),
+                          'snapext')
+        conf.set_override('lock_path', os.path.join(self.dir, 'l'),
+                          'snapext')
+        self.ops = _Ops(conf)
+        self.disk = os.path.join(self.dir, 'disk')
+        _run('qemu-img', 'create', '-q', '-f', 'qcow2', self.disk, '4M')
+        _io(self.disk, 'write -P 7 0 256k')
+        self.record = fakes.record('s1', memory=None, kind='disks')
+        self.record['disks'][0]['path'] = self.disk
+        _run('qemu-img', 'snapshot', '-c', 'snapext-s1', self.disk)
+        self.ops.store.stage(self.record['instance_uuid'], 's1')
+        self.ops.store.commit(self.record)
+
+    def test_record_then_verify_then_damage(self):
+        self.ops.record_digests('s1')
+        self.assertEqual(4, self.ops.store.get('s1')['disks'][0]['digest'][
+            'clusters'])
+        report = self.ops.verify('s1')
+        self.assertEqual(('ok', 4 * CS), (report['result'],
+                                          report['bytes_read']))
+        _io(self.disk, 'write -P 8 0 64k')  # the live data: no harm
+        self.assertEqual('ok', self.ops.verify('s1')['result'])
+        with qcow2.File(self.disk) as f:
+            entry = dict(f.snapshot_clusters(f.snapshot('snapext-s1')))[0]
+        flip_at = entry & qcow2.OFFSET_MASK  # now the snapshot's alone
+        with open(self.disk, 'r+b') as f:
+            f.seek(flip_at + 10)
+            f.write(b'\xee')
+        e = self.assertRaises(exception.VerificationFailed,
+                              self.ops._verify_before_resume,
+                              self.ops.store.get('s1'))
+        self.assertTrue(e.disks)
+        self.assertIn('disk vda (%s): internal snapshot snapext-s1 does not '
+                      'match its digest, first at guest offset 0x0' %
+                      self.disk, str(e))
+        kept = self.ops.store.get('s1')['verification']
+        self.assertEqual(('failed', {'disk vda': 'mismatch'}),
+                         (kept['result'], kept['artifacts']))
+
+    def test_a_record_without_digests_is_resumed_with_a_warning(self):
+        self.assertIsNone(self.ops._verify_before_resume(self.record))
+        kept = self.ops.store.get('s1')['verification']
+        self.assertEqual(('incomplete', {'disk vda': 'no digest'}),
+                         (kept['result'], kept['artifacts']))
+
+    def test_a_state_dropped_while_hashing_is_not_recorded(self):
+        real = verify.digest_state
+
+        def dropping(path, name, parent=None):
+            found = real(path, name, parent)
+            _run('qemu-img', 'snapshot', '-d', name, path)
+            return found
+        self.useFixture(fixtures.MonkeyPatch(
+            'nova_snapext.capture.verify.digest_state', dropping))
+        self.ops.record_digests('s1')
+        self.assertIsNone(self.ops.store.get('s1')['disks'][0].get(
+            'digest'))
+
+    def test_writing_waits_for_a_busy_instance(self):
+        lock = self.ops._lock(self.record['instance_uuid'])
+        lock.__enter__()
+        self.assertRaises(exception.Conflict, self.ops.record_digests, 's1',
+                          attempts=2, wait=0.01)
+        lock.__exit__(None, None, None)
+        self.ops.record_digests('s1', attempts=2, wait=0.01)
+        self.assertTrue(self.ops.store.get('s1')['disks'][0]['digest'])
+
+
+class _Ops(verify.VerifyOps):
+    """What VerifyOps needs of the engine, and nothing of libvirt."""
+
+    def __init__(self, conf):
+        self.conf = conf
+        self.store = file_store.FileStore(conf)
+
+    def _lock(self, instance_uuid):
+        return locks.instance_lock(self.conf.snapext.lock_path,
+                                   instance_uuid)
+
+    @staticmethod
+    def _held(paths):
+        return engine.Engine._held(paths)
+
+    def _report(self, stage, **details):
+        pass
