@@ -128,6 +128,20 @@ def _usable_parent(f, snap, parent):
                                          f.snapshot_tables(older))
 
 
+def holds(path, name):
+    """Whether ``path`` still holds the internal snapshot ``name``.
+
+    Read from the snapshot table itself: qemu-img would open the whole
+    image, which a running QEMU writes.
+    """
+    try:
+        with qcow2.File(path) as f:
+            f.snapshot(name)
+        return True
+    except _UNREADABLE:
+        return False
+
+
 def _disk_name(disk):
     return 'disk %s' % disk['target']
 
@@ -260,9 +274,8 @@ class VerifyOps(object):
             try:
                 with self._lock(record['instance_uuid']):
                     fresh = self.store.get(snapshot_id)
-                    held = self._held(d['path'] for d in fresh['disks'])
                     for disk, done in zip(fresh['disks'], record['disks']):
-                        if disk['snapshot'] in held.get(disk['path'], ()):
+                        if holds(disk['path'], disk['snapshot']):
                             disk['digest'] = done.get('digest')
                     self.store.update(fresh)
                     return

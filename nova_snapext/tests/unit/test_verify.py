@@ -15,7 +15,6 @@ from oslo_config import cfg
 import testtools
 
 from nova_snapext.capture import digest
-from nova_snapext.capture import engine
 from nova_snapext.capture import locks
 from nova_snapext.capture import qcow2
 from nova_snapext.capture import verify
@@ -334,10 +333,6 @@ class _Ops(verify.VerifyOps):
     def _lock(self, instance_uuid):
         return locks.instance_lock(self.conf.snapext.lock_path,
                                    instance_uuid)
-
-    @staticmethod
-    def _held(paths):
-        return engine.Engine._held(paths)
 
     def _report(self, stage, **details):
         pass
