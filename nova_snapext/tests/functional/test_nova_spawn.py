@@ -59,6 +59,30 @@ class SpawnFromSnapshotTest(nova_base.NovaGuestTestCase):
         self.assertIsNotNone(guest_a.sha256('/mnt/vda/after.bin'))
         self.assertNotEqual(guest_a.console, guest_b.console)
 
+    def test_damaged_memory_image_boots_cold_on_the_image(self):
+        a, guest_a, _ = self.spawn(self.image)
+        before = guest_a.write_file('/mnt/vda/before.bin')
+        snap_id = self.glance.create(self.context, {
+            'name': 'a-full', 'properties': {'snapext_full': 'true'}})['id']
+        self.driver.snapshot(self.context, a, snap_id,
+                             self.update_task_state)
+        snapshot_image = self.glance.show(self.context, snap_id)
+        store = self.driver.snapext.store
+        record = store.get(snapshot_image['properties']['snapext_manifest'])
+        memory = store.local_path(record, record['memory']['location'])
+        with open(memory, 'r+b') as f:
+            f.seek(record['memory']['bytes'] // 2)
+            f.write(b'\xde\xad\xbe\xef')
+
+        b, guest_b, _ = self.spawn(snapshot_image)
+        # the memory was refused, the server booted on the image's disks
+        self.assertEqual(0, guest_b.ticks()[0][0])
+        self.assertEqual(before, guest_b.sha256('/mnt/vda/before.bin'))
+        verified = store.get(record['id'])['verification']
+        self.assertEqual(('failed', 'mismatch', 'ok'), (
+            verified['result'], verified['artifacts']['memory image'],
+            verified['artifacts']['disk vda copy']))
+
     def test_plain_image_boots_cold(self):
         instance, guest, seconds = self.spawn(self.image)
         self.assertEqual(0, guest.ticks()[0][0])
