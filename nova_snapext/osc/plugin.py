@@ -16,9 +16,11 @@ from nova_snapext.osc import client
 
 API_NAME = 'instance_snapshot'
 API_VERSION_OPTION = 'os_instance_snapshot_api_version'
-DEFAULT_API_VERSION = '1.0'
+# The newest this client knows: 1.1 shows a snapshot's last verification.
+DEFAULT_API_VERSION = '1.1'
 API_VERSIONS = {'1': 'nova_snapext.osc.client.Client',
-                '1.0': 'nova_snapext.osc.client.Client'}
+                '1.0': 'nova_snapext.osc.client.Client',
+                '1.1': 'nova_snapext.osc.client.Client'}
 
 _VERSION = re.compile(r'^(1(\.\d+)?|latest)$')
 

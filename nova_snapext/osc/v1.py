@@ -11,7 +11,8 @@ from osc_lib import utils
 _LIST_COLUMNS = ('ID', 'Kind', 'Created At', 'Parent', 'Current', 'State',
                  'Reason')
 _SHOW_FIELDS = ('id', 'server_id', 'parent_id', 'created_at', 'kind',
-                'state', 'reason', 'quiesce', 'memory', 'disks', 'image_id')
+                'state', 'reason', 'quiesce', 'memory', 'disks', 'image_id',
+                'verification')
 
 
 def _find_server(app, name_or_id):
@@ -62,6 +63,19 @@ class MemoryColumn(columns.FormattableColumn):
 
     def human_readable(self):
         return '' if not self._value else str(self._value['bytes'])
+
+    def machine_readable(self):
+        return self._value
+
+
+class VerificationColumn(columns.FormattableColumn):
+    """``ok at 2026-…`` in a table; the dict in JSON and YAML."""
+
+    def human_readable(self):
+        checked = self._value
+        if not checked:
+            return 'never checked'
+        return '%s at %s' % (checked.get('result'), checked.get('checked_at'))
 
     def machine_readable(self):
         return self._value
@@ -138,7 +152,8 @@ class ShowSnapshot(command.ShowOne):
         snap = self.app.client_manager.instance_snapshot.show(
             parsed_args.snapshot)
         formatters = {'quiesce': QuiesceColumn, 'disks': DisksColumn,
-                      'memory': MemoryColumn}
+                      'memory': MemoryColumn,
+                      'verification': VerificationColumn}
         return _SHOW_FIELDS, utils.get_dict_properties(
             snap, _SHOW_FIELDS, formatters=formatters)
 

@@ -83,7 +83,9 @@ SNAP = {'id': 'a', 'server_id': 'srv', 'parent_id': None,
         'memory': {'bytes': 10},
         'disks': [{'target': 'vda', 'role': 'root', 'format': 'qcow2',
                    'volume_id': None}],
-        'image_id': 'img'}
+        'image_id': 'img',
+        'verification': {'result': 'ok', 'checked_at': 't2', 'of': 'verify',
+                         'artifacts': []}}
 
 
 class CommandTest(testtools.TestCase):
@@ -136,6 +138,13 @@ class CommandTest(testtools.TestCase):
         self.assertEqual(SNAP['quiesce'], shown['quiesce'].machine_readable())
         self.assertEqual('vda root qcow2', shown['disks'].human_readable())
         self.assertEqual('10', shown['memory'].human_readable())
+        self.assertEqual('ok at t2', shown['verification'].human_readable())
+        self.assertEqual(SNAP['verification'],
+                         shown['verification'].machine_readable())
+
+    def test_default_api_version_shows_the_last_verification(self):
+        self.assertEqual('1.1', plugin.DEFAULT_API_VERSION)
+        self.assertIn('1.1', plugin.API_VERSIONS)
 
     def test_revert_waits_with_a_progress_line(self):
         server = mock.Mock(status='ACTIVE', task_state=None)
