@@ -128,6 +128,15 @@ SCHEMA = {
                            'since': {'type': 'string'}},
         },
         'nova': {'type': 'object'},
+        # a snapshot that came in a bundle: its disks are files in its
+        # record's directory (see nova_snapext.capture.export)
+        'imported': {
+            'type': 'object',
+            'required': ['at', 'since'],
+            'properties': {'at': {'type': 'string'},
+                           'since': _nullable_str,
+                           'domain': {'type': 'string'}},
+        },
         # what happened to reverts to this snapshot, oldest first
         'history': {
             'type': 'array',

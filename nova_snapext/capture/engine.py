@@ -15,6 +15,7 @@ from oslo_utils import uuidutils
 
 from nova_snapext.capture import cinder
 from nova_snapext.capture import delete
+from nova_snapext.capture import export
 from nova_snapext.capture import guest as guest_mod
 from nova_snapext.capture import host_errors
 from nova_snapext.capture import locks
@@ -36,7 +37,7 @@ LOG = logging.getLogger(__name__)
 @host_errors.translated_all
 class Engine(take.TakeOps, restore.RestoreOps, revert.RevertOps,
              delete.DeleteOps, recovery.RecoveryOps, cinder.CinderOps,
-             verify.VerifyOps):
+             verify.VerifyOps, export.ExportOps):
     """Snapshot operations on libvirt domains.
 
     :param conf: an oslo.config ConfigOpts with the [snapext] options

@@ -250,6 +250,12 @@ class File(object):
         return _ENTRY.unpack_from(self._l2_cache[l2_offset],
                                   k * 8)[0] & ~COPIED
 
+    def backing_read(self, offset, length):
+        """What the guest reads at ``offset`` where the file maps nothing."""
+        if self._backing_file() is None:
+            return bytes(length)
+        return self._backing_file().guest_read(offset, length)
+
     def guest_read(self, offset, length):
         """``length`` bytes at guest ``offset`` of the active state."""
         if self.header is None:

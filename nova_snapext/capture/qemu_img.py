@@ -83,6 +83,11 @@ def create(path, size, backing=None, backing_fmt=None):
     _run(*(args + [path, str(size)]))
 
 
+def check(path):
+    """Fail unless ``path`` is a consistent image (no leaks or errors)."""
+    _run('check', '-q', path)
+
+
 def rebase_unsafe(path, backing, backing_fmt='qcow2'):
     """Point ``path``'s header at ``backing``; no data is read or copied."""
     _run('rebase', '-q', '-u', '-F', backing_fmt, '-b', backing, path)

@@ -67,6 +67,46 @@ def cmd_verify(conf, args):
     return 0
 
 
+def cmd_export(conf, args):
+    """Write a snapshot's bundle to FILE (``-``: stdout), atomically."""
+    engine = _engine(conf)
+    if args.file == '-':
+        index = engine.export(args.snapshot, sys.stdout.buffer, args.since)
+    else:
+        part = args.file + '.part'
+        try:
+            with open(part, 'wb') as f:
+                index = engine.export(args.snapshot, f, args.since)
+                f.flush()
+                os.fsync(f.fileno())
+            os.rename(part, args.file)
+        except BaseException:
+            if os.path.exists(part):
+                os.unlink(part)
+            raise
+    print(json.dumps({'snapshot': index['snapshot_id'],
+                      'since': index['since'],
+                      'members': {m['name']: m['bytes']
+                                  for m in index['members']}},
+                     indent=2), file=sys.stderr if args.file == '-'
+          else sys.stdout)
+
+
+def cmd_import(conf, args):
+    """Verify a bundle (FILE, ``-``: stdin) and add its snapshot."""
+    engine = _engine(conf)
+    if args.file == '-':
+        record = engine.import_bundle(sys.stdin.buffer)
+    else:
+        with open(args.file, 'rb') as f:
+            record = engine.import_bundle(f)
+    print(json.dumps({'snapshot': record['id'],
+                      'instance_uuid': record['instance_uuid'],
+                      'since': record['imported']['since'],
+                      'disks': {d['target']: d['path']
+                                for d in record['disks']}}, indent=2))
+
+
 def cmd_delete(conf, args):
     engine = _engine(conf)
     if args.broken_in:
@@ -233,6 +273,20 @@ def build_parser():
                    help='delete the broken record SNAPSHOT among the '
                         'records of DOMAIN (name or UUID), e.g. a copy of '
                         'another instance\'s record')
+
+    p = sub.add_parser('export', help="write a snapshot's bundle (memory, "
+                       'disks, record) to a file')
+    p.add_argument('snapshot')
+    p.add_argument('file', help='the bundle to write; - for stdout')
+    p.add_argument('--since', metavar='ANCESTOR',
+                   help='disks hold only what changed since this ancestor '
+                        '(import its bundle first)')
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser('import', help='verify a bundle and add its snapshot '
+                       'to the store')
+    p.add_argument('file', help='the bundle to read; - for stdin')
+    p.set_defaults(func=cmd_import)
 
     p = sub.add_parser('demo', help='snapshot and revert the real test guest')
     p.add_argument('--workdir', default='/var/tmp')

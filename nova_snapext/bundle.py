@@ -1,0 +1,324 @@
+"""The export bundle: one self-describing, streamable tar archive.
+
+Members, in this order (the first one describes all the others)::
+
+    bundle.json          this format: schema_version, the snapshot, and the
+                         name, kind, bytes and sha256 of every other member
+    record.json          the snapshot's record (manifest.py's schema)
+    domain.xml           the domain XML at capture
+    nova.json            the Nova context the record carries (flavor, image
+                         properties), {} outside Nova
+    memory.save          the libvirt memory image (full snapshots)
+    disks/<target>.qcow2 each disk's state: standalone, or a delta holding
+                         only the clusters changed since ``since`` (its
+                         backing file names the base's member)
+    disks/<target>.digests  the per-cluster digests taken with the snapshot
+
+The archive is written front to back (tar ``w|``), so it can go to a pipe;
+each member's size and checksum is known before it is written.  Reading
+(:func:`extract`) trusts nothing: it accepts regular files under the names
+bundle.json lists, of the sizes and checksums it lists, and refuses
+everything else before the caller puts anything in a store.
+"""
+
+import hashlib
+import json
+import os
+import tarfile
+
+import jsonschema
+
+from nova_snapext import exception
+
+SCHEMA_VERSION = 1
+FORMAT = 'snapext-bundle'
+BUNDLE = 'bundle.json'
+RECORD = 'record.json'
+DOMAIN_XML = 'domain.xml'
+NOVA = 'nova.json'
+MEMORY = 'memory.save'
+# the largest bundle.json read into memory (the rest is streamed)
+MAX_INDEX_BYTES = 4 << 20
+CHUNK = 1 << 20
+
+KINDS = ('record', 'domain-xml', 'nova', 'memory', 'disk', 'digests')
+
+_sha256 = {'type': 'string', 'pattern': '^[0-9a-f]{64}$'}
+_name = {'type': 'string', 'pattern': r'^[A-Za-z0-9][A-Za-z0-9._/-]*$',
+         'maxLength': 200}
+
+SCHEMA = {
+    'type': 'object',
+    'required': ['format', 'schema_version', 'snapshot_id', 'instance_uuid',
+                 'since', 'members'],
+    'properties': {
+        'format': {'const': FORMAT},
+        'schema_version': {'const': SCHEMA_VERSION},
+        'snapshot_id': {'type': 'string', 'pattern': '^[A-Za-z0-9-]+$'},
+        'instance_uuid': {'type': 'string', 'pattern': '^[A-Za-z0-9-]+$'},
+        'since': {'type': ['string', 'null'],
+                  'pattern': '^[A-Za-z0-9-]+$'},
+        'created_at': {'type': 'string'},
+        'members': {
+            'type': 'array',
+            'minItems': 1,
+            'items': {
+                'type': 'object',
+                'required': ['name', 'kind', 'bytes', 'sha256'],
+                'properties': {
+                    'name': _name,
+                    'kind': {'enum': list(KINDS)},
+                    'bytes': {'type': 'integer', 'minimum': 0},
+                    'sha256': _sha256,
+                    'target': {'type': 'string'},
+                    # a delta disk: the base bundle's member it sits on
+                    'base': {'type': ['string', 'null']},
+                },
+            },
+        },
+    },
+}
+
+_validator = jsonschema.Draft7Validator(SCHEMA)
+
+
+class BundleError(exception.InvalidRequest):
+    """A bundle that cannot be imported; nothing entered the store."""
+
+
+def disk_member(target):
+    return 'disks/%s.qcow2' % target
+
+
+def digests_member(target):
+    return 'disks/%s.digests' % target
+
+
+def validate_index(index):
+    if not isinstance(index, dict):
+        raise BundleError('%s is not a JSON object' % BUNDLE)
+    if index.get('format') != FORMAT:
+        raise BundleError('not a snapext bundle (%s format %r)'
+                          % (BUNDLE, index.get('format')))
+    if index.get('schema_version') != SCHEMA_VERSION:
+        raise BundleError('bundle schema_version %r is not supported (this '
+                          'snapext reads %d)' % (index.get('schema_version'),
+                                                 SCHEMA_VERSION))
+    for member in index.get('members') or []:
+        # the clearer reason first for what a path check refuses
+        if isinstance(member, dict) and isinstance(member.get('name'), str):
+            _check_name(member['name'])
+    problems = sorted(_validator.iter_errors(index), key=str)
+    if problems:
+        where = '/'.join(str(p) for p in problems[0].absolute_path)
+        raise BundleError('%s is invalid at %s: %s'
+                          % (BUNDLE, where or '(root)', problems[0].message))
+    names = [m['name'] for m in index['members']]
+    if len(set(names)) != len(names) or BUNDLE in names:
+        raise BundleError('%s lists a member twice' % BUNDLE)
+    return index
+
+
+def _check_name(name):
+    if name.startswith('/') or '\\' in name:
+        raise BundleError('member %s: absolute paths are refused' % name)
+    if '..' in name.split('/') or '.' in name.split('/') or '//' in name:
+        raise BundleError('member %s: "..", "." and empty path parts are '
+                          'refused' % name)
+
+
+# -- writing --
+
+class Member(object):
+    """One member to write: ``chunks()`` yields its bytes, twice if asked.
+
+    The checksum is computed by a first pass over ``chunks()`` unless
+    ``sha256`` is given (the memory image's is in the record); the write
+    pass checks it again, so a source that changed in between (or lied)
+    fails the export rather than making a bundle import refuses.
+    """
+
+    def __init__(self, name, kind, size, chunks, sha256=None, **extra):
+        self.name, self.kind, self.size = name, kind, size
+        self.chunks = chunks
+        self.sha256 = sha256
+        self.extra = extra
+
+    def digest(self):
+        if self.sha256 is None:
+            h = hashlib.sha256()
+            for chunk in self.chunks():
+                h.update(chunk)
+            self.sha256 = h.hexdigest()
+        return self.sha256
+
+    def describe(self):
+        return dict(self.extra, name=self.name, kind=self.kind,
+                    bytes=self.size, sha256=self.digest())
+
+
+def bytes_member(name, kind, data):
+    return Member(name, kind, len(data), lambda: iter([data]),
+                  hashlib.sha256(data).hexdigest())
+
+
+def file_member(name, kind, path, sha256=None, **extra):
+    def chunks():
+        with open(path, 'rb') as f:
+            while True:
+                block = f.read(CHUNK)
+                if not block:
+                    return
+                yield block
+    return Member(name, kind, os.path.getsize(path), chunks, sha256, **extra)
+
+
+class _ChunkReader(object):
+    """A file object over a member's chunks, hashing and counting them."""
+
+    def __init__(self, member):
+        self._it = member.chunks()
+        self._buf = b''
+        self.hash = hashlib.sha256()
+        self.count = 0
+
+    def read(self, size=-1):
+        while size < 0 or len(self._buf) < size:
+            try:
+                self._buf += next(self._it)
+            except StopIteration:
+                break
+        if size < 0:
+            size = len(self._buf)
+        out, self._buf = self._buf[:size], self._buf[size:]
+        self.hash.update(out)
+        self.count += len(out)
+        return out
+
+
+def write(fileobj, index, members):
+    """Stream a bundle: bundle.json (``index`` + members) then members.
+
+    :returns: the index written
+    """
+    index = dict(index, format=FORMAT, schema_version=SCHEMA_VERSION,
+                 members=[m.describe() for m in members])
+    validate_index(index)
+    with tarfile.open(fileobj=fileobj, mode='w|',
+                      format=tarfile.PAX_FORMAT) as tar:
+        data = json.dumps(index, indent=2, sort_keys=True).encode('utf-8')
+        _add(tar, bytes_member(BUNDLE, 'index', data))
+        for member in members:
+            _add(tar, member)
+    return index
+
+
+def _add(tar, member):
+    info = tarfile.TarInfo(member.name)
+    info.size = member.size
+    info.mode = 0o600
+    reader = _ChunkReader(member)
+    tar.addfile(info, reader)
+    if reader.count != member.size or (
+            reader.hash.hexdigest() != member.digest()):
+        raise exception.SnapextError(
+            'export: %s changed while it was written (%d bytes, sha256 %s; '
+            'expected %d, %s)' % (member.name, reader.count,
+                                  reader.hash.hexdigest()[:16], member.size,
+                                  member.digest()[:16]))
+
+
+# -- reading --
+
+def extract(fileobj, destination_for):
+    """Read a bundle, verifying every member as it streams.
+
+    :param destination_for: callable(index) -> a directory the members are
+        written into (called once bundle.json is read and valid); the
+        caller removes it if this raises
+    :returns: (index, directory)
+    :raises BundleError: anything the bundle is not allowed to be
+    """
+    try:
+        tar = tarfile.open(fileobj=fileobj, mode='r|*')
+    except tarfile.TarError as exc:
+        raise BundleError('not a tar archive: %s' % exc) from exc
+    index = directory = None
+    seen = set()
+    try:
+        for info in tar:
+            _check_name(info.name)
+            if not info.isreg():
+                raise BundleError('member %s: only regular files are '
+                                  'accepted (links and devices are refused)'
+                                  % info.name)
+            if index is None:
+                index = _read_index(tar, info)
+                listed = {m['name']: m for m in index['members']}
+                directory = destination_for(index)
+                continue
+            want = listed.get(info.name)
+            if want is None:
+                raise BundleError('member %s is not listed in %s'
+                                  % (info.name, BUNDLE))
+            if info.name in seen:
+                raise BundleError('member %s appears twice' % info.name)
+            seen.add(info.name)
+            if info.size != want['bytes']:
+                raise BundleError('member %s is %d bytes; %s says %d'
+                                  % (info.name, info.size, BUNDLE,
+                                     want['bytes']))
+            _copy_checked(tar.extractfile(info), want,
+                          os.path.join(directory, info.name))
+    except tarfile.TarError as exc:
+        raise BundleError('the archive is damaged or truncated: %s'
+                          % exc) from exc
+    finally:
+        tar.close()
+    if index is None:
+        raise BundleError('empty archive: no %s' % BUNDLE)
+    missing = sorted(set(listed) - seen)
+    if missing:
+        raise BundleError('members listed in %s are missing: %s'
+                          % (BUNDLE, ', '.join(missing)))
+    return index, directory
+
+
+def _read_index(tar, info):
+    if info.name != BUNDLE:
+        raise BundleError('the first member is %s, not %s: not a snapext '
+                          'bundle' % (info.name, BUNDLE))
+    if info.size > MAX_INDEX_BYTES:
+        raise BundleError('%s is %d bytes, more than %d'
+                          % (BUNDLE, info.size, MAX_INDEX_BYTES))
+    try:
+        index = json.loads(tar.extractfile(info).read().decode('utf-8'))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise BundleError('%s is not JSON: %s' % (BUNDLE, exc)) from exc
+    return validate_index(index)
+
+
+def _copy_checked(src, want, path):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    h = hashlib.sha256()
+    count = 0
+    # O_EXCL: never follow or overwrite what is already there
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, 'wb') as out:
+        while True:
+            block = src.read(CHUNK)
+            if not block:
+                break
+            count += len(block)
+            if count > want['bytes']:
+                break
+            h.update(block)
+            out.write(block)
+        out.flush()
+        os.fsync(out.fileno())
+    if count != want['bytes']:
+        raise BundleError('member %s: %d bytes read, %s says %d'
+                          % (want['name'], count, BUNDLE, want['bytes']))
+    if h.hexdigest() != want['sha256']:
+        raise BundleError('member %s does not match its sha256 in %s'
+                          % (want['name'], BUNDLE))

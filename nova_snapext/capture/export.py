@@ -1,0 +1,356 @@
+"""Export a snapshot to a bundle, import a bundle into the store.
+
+The bundle format is :mod:`nova_snapext.bundle`.  An export reads each
+disk state straight from its internal snapshot's clusters (:mod:`qcow2`)
+into a qcow2 written front to back (:mod:`qcow2_stream`): no temporary
+copy, one cluster in memory at a time.  A delta (``since``) maps only the
+guest clusters whose L2 entry differs from the ancestor's state in the same
+file: what the guest wrote since, at cluster granularity.
+
+An import stages everything in the store's staging area, verifies it
+(bundle checksums and sizes, the record, each disk file's qcow2 header,
+each disk's content against the snapshot's per-cluster digests) and only
+then commits the record; any failure aborts the staging area.  An imported
+disk is a qcow2 file in the record's directory whose active state is the
+snapshot's state, also kept as the internal snapshot the record names; a
+delta's file has the base's imported file as its backing.
+"""
+
+import json
+import os
+
+from oslo_log import log as logging
+from oslo_utils import timeutils
+
+from nova_snapext import bundle
+from nova_snapext.capture import digest
+from nova_snapext.capture import qcow2
+from nova_snapext.capture import qcow2_stream
+from nova_snapext.capture import qemu_img
+from nova_snapext.capture import verify
+from nova_snapext import exception
+from nova_snapext import manifest as manifest_mod
+
+LOG = logging.getLogger(__name__)
+
+SNAP = 'snapshot'
+BACKING = 'backing'
+
+
+def changed_clusters(state, base, has_backing):
+    """[Cluster] a disk file must map to read as ``state``.
+
+    :param state: {guest cluster index: L2 entry} of the state
+    :param base: the same for the state the file sits on (a delta), or
+        None (standalone: the file has no backing)
+    :param has_backing: whether the disk's own file has a backing file
+        (guest clusters the state leaves unmapped are read from there)
+    """
+    out = []
+    for index, entry in state.items():
+        if base is not None and base.get(index) == entry:
+            continue
+        if qcow2.is_zero(entry):
+            if base is not None:
+                out.append(qcow2_stream.Cluster(index, qcow2_stream.ZERO,
+                                                None))
+            continue
+        out.append(qcow2_stream.Cluster(index, qcow2_stream.DATA,
+                                        (SNAP, entry)))
+    if base is not None:
+        # mapped in the base, no longer in the state (discarded): the
+        # guest reads the disk's backing file there, or zeros
+        for index in set(base) - set(state):
+            out.append(qcow2_stream.Cluster(
+                index, qcow2_stream.DATA if has_backing else
+                qcow2_stream.ZERO, (BACKING, index) if has_backing
+                else None))
+    return out
+
+
+def _ancestors(store, record):
+    seen = []
+    parent = record['parent_id']
+    while parent is not None and parent not in seen:
+        seen.append(parent)
+        parent = store.get(parent)['parent_id']
+    return seen
+
+
+class _DiskSource(object):
+    """Reads one disk state's clusters for the bundle, twice if asked."""
+
+    def __init__(self, disk, base_disk):
+        self.disk = disk
+        self.base_disk = base_disk
+
+    def layout(self, base_member):
+        with qcow2.File(self.disk['path']) as f:
+            if f.header is None or f.cluster_size != \
+                    qcow2_stream.CLUSTER_SIZE:
+                raise exception.InvalidRequest(
+                    'disk %s: only qcow2 files with %d-byte clusters are '
+                    'exported' % (self.disk['target'],
+                                  qcow2_stream.CLUSTER_SIZE))
+            snap = f.snapshot(self.disk['snapshot'])
+            state = dict(f.snapshot_clusters(snap))
+            base = None
+            if self.base_disk is not None:
+                base = dict(f.snapshot_clusters(
+                    f.snapshot(self.base_disk['snapshot'])))
+            has_backing = bool(f.header.backing_file)
+            clusters = changed_clusters(state, base, has_backing)
+            if base is None and has_backing:
+                # standalone: what the guest reads from the backing file
+                clusters += [c for c in self._backing_clusters(f, state,
+                                                               snap)]
+        return qcow2_stream.plan(
+            snap.disk_size, clusters,
+            base_member if self.base_disk is not None else None)
+
+    @staticmethod
+    def _backing_clusters(f, state, snap):
+        size = qcow2_stream.CLUSTER_SIZE
+        count = (snap.disk_size + size - 1) // size
+        zeros = bytes(size)
+        for index in range(count):
+            if index not in state and f.backing_read(
+                    index * size, size) != zeros:
+                yield qcow2_stream.Cluster(index, qcow2_stream.DATA,
+                                           (BACKING, index))
+
+    def chunks(self, layout):
+        size = qcow2_stream.CLUSTER_SIZE
+
+        def read(cluster):
+            length = digest.clipped(cluster.index, size,
+                                    layout.virtual_size)
+            kind, where = cluster.source
+            if kind == SNAP:
+                return f.cluster_bytes(where, length)
+            return f.backing_read(where * size, length)
+        with qcow2.File(self.disk['path']) as f:
+            yield from qcow2_stream.chunks(layout, read)
+
+
+class ExportOps(object):
+    """Engine operations that move snapshots in and out as bundles."""
+
+    def export(self, snapshot_id, fileobj, since=None):
+        """Write the bundle of a snapshot to ``fileobj`` (a stream).
+
+        :param since: an ancestor's id: each disk holds only the clusters
+            changed since the ancestor's state (import it first)
+        :returns: the bundle's index (bundle.json)
+        """
+        record = self.store.get(snapshot_id)
+        with self._lock(record['instance_uuid']):
+            return self._export(record, fileobj, since)
+
+    def _export(self, record, fileobj, since):
+        base_disks = {}
+        if since is not None:
+            if since not in _ancestors(self.store, record):
+                raise exception.InvalidRequest(
+                    'snapshot %s is not an ancestor of %s: a delta is only '
+                    'made against one' % (since, record['id']))
+            base_disks = {d['target']: d
+                          for d in self.store.get(since)['disks']}
+        members = [
+            bundle.bytes_member(bundle.RECORD, 'record',
+                                manifest_mod.dumps(record).encode('utf-8')),
+            bundle.bytes_member(bundle.DOMAIN_XML, 'domain-xml',
+                                record['domain_xml'].encode('utf-8')),
+            bundle.bytes_member(bundle.NOVA, 'nova', json.dumps(
+                record.get('nova') or {}, sort_keys=True).encode('utf-8')),
+        ]
+        if record['memory'] is not None:
+            members.append(bundle.file_member(
+                bundle.MEMORY, 'memory', self.store.local_path(
+                    record, record['memory']['location']),
+                record['memory']['sha256']))
+        for disk in record['disks']:
+            base = base_disks.get(disk['target'])
+            if since is not None and (base is None or
+                                      base['path'] != disk['path']):
+                raise exception.InvalidRequest(
+                    'disk %s of %s is not in the file it was in at %s: '
+                    'export it without --since' % (disk['target'],
+                                                   record['id'], since))
+            members.append(self._disk_member(disk, base))
+            recorded = disk.get('digest')
+            if recorded:
+                members.append(bundle.file_member(
+                    bundle.digests_member(disk['target']), 'digests',
+                    self.store.local_path(record, recorded['location']),
+                    target=disk['target']))
+        index = bundle.write(fileobj, {
+            'snapshot_id': record['id'],
+            'instance_uuid': record['instance_uuid'],
+            'since': since,
+            'created_at': timeutils.utcnow().isoformat() + 'Z'}, members)
+        self._report('exported', snapshot=record['id'], since=since,
+                     bytes=sum(m['bytes'] for m in index['members']))
+        return index
+
+    @staticmethod
+    def _disk_member(disk, base):
+        name = bundle.disk_member(disk['target'])
+        source = _DiskSource(disk, base)
+        layout = source.layout(name)
+        return bundle.Member(name, 'disk', layout.size,
+                             lambda: source.chunks(layout),
+                             target=disk['target'],
+                             base=name if base is not None else None)
+
+    # -- import --
+
+    def import_bundle(self, fileobj):
+        """Verify a bundle and add its snapshot to the store.
+
+        Nothing is committed unless everything checks out; the staging
+        area is removed on any failure.
+
+        :returns: the new record
+        """
+        staged = {}
+
+        def destination(index):
+            self._check_importable(index)
+            staged['at'] = (index['instance_uuid'], index['snapshot_id'])
+            return self.store.stage(*staged['at'])
+        try:
+            index, directory = bundle.extract(fileobj, destination)
+            record = self._imported_record(index, directory)
+            self.store.commit(record)
+        except BaseException:
+            if staged:
+                self.store.abort(*staged['at'])
+            raise
+        self._report('imported', snapshot=record['id'],
+                     since=index['since'])
+        return record
+
+    def _check_importable(self, index):
+        try:
+            self.store.get(index['snapshot_id'])
+        except exception.NotFound:
+            pass
+        else:
+            raise exception.Conflict('snapshot %s is already in the store'
+                                     % index['snapshot_id'])
+        if index['since'] is not None:
+            try:
+                base = self.store.get(index['since'])
+            except exception.NotFound:
+                raise bundle.BundleError(
+                    'the bundle is a delta on snapshot %s, which is not in '
+                    'the store: import its bundle first' % index['since'])
+            if not base.get('imported'):
+                raise bundle.BundleError(
+                    'the bundle is a delta on snapshot %s, whose disks here '
+                    'are live disks, not its imported state'
+                    % index['since'])
+
+    def _imported_record(self, index, directory):
+        members = {m['name']: m for m in index['members']}
+
+        def text(name):
+            if name not in members:
+                raise bundle.BundleError('the bundle has no %s' % name)
+            with open(os.path.join(directory, name), 'rb') as f:
+                return f.read().decode('utf-8')
+        try:
+            record = manifest_mod.loads(text(bundle.RECORD), bundle.RECORD)
+        except (exception.ManifestError, UnicodeDecodeError) as exc:
+            raise bundle.BundleError(str(exc)) from exc
+        if (record['id'], record['instance_uuid']) != (
+                index['snapshot_id'], index['instance_uuid']):
+            raise bundle.BundleError('%s is the record of another snapshot'
+                                     % bundle.RECORD)
+        if text(bundle.DOMAIN_XML) != record['domain_xml'] or json.loads(
+                text(bundle.NOVA)) != (record.get('nova') or {}):
+            raise bundle.BundleError('domain.xml or nova.json differs from '
+                                     'the record')
+        memory = members.get(bundle.MEMORY)
+        if (memory is None) != (record['memory'] is None) or (
+                memory and (memory['sha256'], memory['bytes']) != (
+                    record['memory']['sha256'], record['memory']['bytes'])):
+            raise bundle.BundleError('the memory image does not match the '
+                                     'record')
+        if record['memory'] is not None:
+            record['memory'].update(store=self.store.name,
+                                    location=bundle.MEMORY)
+        base = (self.store.get(index['since'])
+                if index['since'] is not None else None)
+        disk_names = {m['target'] for m in index['members']
+                      if m['kind'] == 'disk'}
+        if disk_names != {d['target'] for d in record['disks']}:
+            raise bundle.BundleError('the disk members do not match the '
+                                     "record's disks")
+        for disk in record['disks']:
+            self._import_disk(record, disk, members, directory, base)
+        for name in (bundle.RECORD, bundle.DOMAIN_XML, bundle.NOVA):
+            os.unlink(os.path.join(directory, name))
+        record['imported'] = {'at': timeutils.utcnow().isoformat() + 'Z',
+                              'since': index['since'],
+                              'domain': record['domain']}
+        record.pop('verification', None)
+        record.pop('status', None)
+        manifest_mod.add_history(record, 'imported', 'from a bundle%s' % (
+            ' (a delta on %s)' % index['since'] if index['since'] else ''))
+        return record
+
+    def _import_disk(self, record, disk, members, directory, base):
+        target = disk['target']
+        name = bundle.disk_member(target)
+        path = os.path.join(directory, name)
+        member = members[name]
+        with qcow2.File(path) as f:
+            header = f.header
+        if header is None or header.nb_snapshots:
+            raise bundle.BundleError('member %s is not a plain qcow2 file'
+                                     % name)
+        backing = None
+        if base is not None:
+            base_disk = {d['target']: d for d in base['disks']}.get(target)
+            if base_disk is None:
+                raise bundle.BundleError(
+                    'disk %s is a delta, but snapshot %s has no disk %s'
+                    % (target, base['id'], target))
+            backing = base_disk['path']
+        if header.backing_file != member.get('base') or (
+                member.get('base') not in (None, name)) or (
+                (backing is None) != (header.backing_file is None)):
+            # a file naming any other backing could read the host's files
+            raise bundle.BundleError(
+                'member %s names backing file %r; a bundle disk names none, '
+                'or (a delta) its own member in the base bundle'
+                % (name, header.backing_file))
+        final = self.store.local_path(record, name)
+        if backing is not None:
+            qemu_img.rebase_unsafe(path, backing)
+        qemu_img.check(path)
+        copy = dict(disk, path=path)
+        digests_name = bundle.digests_member(target)
+        if disk.get('digest') and digests_name in members:
+            check = verify.check_copy(
+                copy, path, os.path.join(directory, digests_name))
+            if check.status != verify.OK:
+                raise bundle.BundleError('disk %s does not hold the '
+                                         "snapshot's state: %s"
+                                         % (target, check.detail))
+        qemu_img.snapshot_create(path, disk['snapshot'])
+        disk.update(path=final, backing=backing, sha256=None)
+        if disk.get('digest'):
+            # this file's own layout: verify and a clone check it from now
+            size, vsize, done, hashed = verify.digest_state(
+                path, disk['snapshot'])
+            location = verify.digests_location(target)
+            with open(os.path.join(directory, location), 'wb') as f:
+                f.write(digest.encode(size, vsize, done))
+            disk['digest'] = dict(disk['digest'], location=location,
+                                  root=digest.root(size, vsize, done),
+                                  clusters=len(done), hashed_bytes=hashed)
+        if digests_name in members:
+            os.unlink(os.path.join(directory, digests_name))
