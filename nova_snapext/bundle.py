@@ -284,6 +284,17 @@ def extract(fileobj, destination_for):
     return index, directory
 
 
+def extract_index(fileobj):
+    """Only bundle.json, validated (to inspect a bundle)."""
+    try:
+        with tarfile.open(fileobj=fileobj, mode='r|*') as tar:
+            for info in tar:
+                return _read_index(tar, info)
+    except tarfile.TarError as exc:
+        raise BundleError('not a tar archive: %s' % exc) from exc
+    raise BundleError('empty archive: no %s' % BUNDLE)
+
+
 def _read_index(tar, info):
     if info.name != BUNDLE:
         raise BundleError('the first member is %s, not %s: not a snapext '

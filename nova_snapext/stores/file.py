@@ -83,6 +83,12 @@ class FileStore(base.SnapshotStore):
     def abort(self, instance_uuid, snapshot_id):
         shutil.rmtree(self._staging_dir(instance_uuid, snapshot_id),
                       ignore_errors=True)
+        try:
+            # an instance directory stage() made for nothing (a refused
+            # import) goes too; one with records or a HEAD stays
+            os.rmdir(os.path.join(self.root, instance_uuid))
+        except OSError:
+            pass
 
     def instances(self):
         if not os.path.isdir(self.root):

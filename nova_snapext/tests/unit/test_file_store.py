@@ -44,7 +44,8 @@ class FileStoreTest(testtools.TestCase):
         self.assertEqual([], self.store.list(self.uuid))
         self.assertRaises(exception.NotFound, self.store.get, 's1')
         self.store.abort(self.uuid, 's1')
-        self.assertEqual([], os.listdir(os.path.join(self.root, self.uuid)))
+        # not even the instance directory stage() made
+        self.assertFalse(os.path.exists(os.path.join(self.root, self.uuid)))
 
     def test_invalid_record_is_never_committed(self):
         self.store.stage(self.uuid, 's1')
