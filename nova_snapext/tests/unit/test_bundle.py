@@ -10,7 +10,6 @@ import io
 import json
 import os
 import shutil
-import subprocess
 import tarfile
 
 import fixtures
@@ -26,20 +25,13 @@ from nova_snapext import conf as snapext_conf
 from nova_snapext import exception
 from nova_snapext.stores import file as file_store
 from nova_snapext.tests.unit import fakes
+from nova_snapext.tests.unit import qemu_tools
+
+_run = qemu_tools.run
+_io = qemu_tools.qemu_io
 
 UUID = '6f1c7c1e-0000-4000-8000-000000000001'
 MIB = 1 << 20
-
-
-def _run(*args):
-    subprocess.run(args, check=True, stdout=subprocess.DEVNULL)
-
-
-def _io(path, *commands, fmt='qcow2'):
-    args = ['qemu-io', '-f', fmt]
-    for c in commands:
-        args += ['-c', c]
-    _run(*(args + [path]))
 
 
 def _raw(path, snapshot=None):
@@ -63,6 +55,19 @@ def _engine(root):
     conf.set_override('lock_path', os.path.join(root, 'locks'), 'snapext')
     return engine_mod.Engine(conf, store=file_store.FileStore(conf),
                              conn=object())
+
+
+def _with_disk(members, disk):
+    """The bundle with ``disk`` as vda, its index entry made to match."""
+    members = [(i, disk if i.name == 'disks/vda.qcow2' else d)
+               for i, d in members]
+
+    def fix(index):
+        for m in index['members']:
+            if m['name'] == 'disks/vda.qcow2':
+                m.update(bytes=len(disk),
+                         sha256=hashlib.sha256(disk).hexdigest())
+    return _with_index(members, fix)
 
 
 def _members(data):
@@ -252,30 +257,14 @@ class BundleTest(testtools.TestCase):
              '/etc/hostname', evil, '8M')
         with open(evil, 'rb') as f:
             disk = f.read()
-        members = [(i, disk if i.name == 'disks/vda.qcow2' else d)
-                   for i, d in members]
-
-        def fix(index):
-            for m in index['members']:
-                if m['name'] == 'disks/vda.qcow2':
-                    m.update(bytes=len(disk),
-                             sha256=hashlib.sha256(disk).hexdigest())
-        self._refused(_with_index(members, fix), "names backing file")
+        self._refused(_with_disk(members, disk), "names backing file")
 
     def test_a_disk_that_is_not_the_state_is_refused(self):
         # a consistent bundle (checksums fine) whose disk is another state
         members = _members(self._export('s1')[0])
         other = _members(self._export('s2')[0])
         disk = dict((i.name, d) for i, d in other)['disks/vda.qcow2']
-        members = [(i, disk if i.name == 'disks/vda.qcow2' else d)
-                   for i, d in members]
-
-        def fix(index):
-            for m in index['members']:
-                if m['name'] == 'disks/vda.qcow2':
-                    m.update(bytes=len(disk),
-                             sha256=hashlib.sha256(disk).hexdigest())
-        self._refused(_with_index(members, fix),
+        self._refused(_with_disk(members, disk),
                       "disk vda does not hold the snapshot's state")
 
     def test_not_a_tar(self):

@@ -8,7 +8,6 @@ copies out of a snapshot must be what the digests cover.
 import hashlib
 import os
 import shutil
-import subprocess
 
 import fixtures
 from oslo_config import cfg
@@ -22,19 +21,12 @@ from nova_snapext import conf as snapext_conf
 from nova_snapext import exception
 from nova_snapext.stores import file as file_store
 from nova_snapext.tests.unit import fakes
+from nova_snapext.tests.unit import qemu_tools
+
+_run = qemu_tools.run
+_io = qemu_tools.qemu_io
 
 CS = 65536
-
-
-def _run(*args):
-    subprocess.run(args, check=True, stdout=subprocess.DEVNULL)
-
-
-def _io(path, *commands, fmt='qcow2'):
-    args = ['qemu-io', '-f', fmt]
-    for c in commands:
-        args += ['-c', c]
-    _run(*(args + [path]))
 
 
 def _disk(disk_path, name, digest_info):
