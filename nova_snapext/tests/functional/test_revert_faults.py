@@ -158,12 +158,16 @@ class FailedRestoreTest(RevertFaultBase):
 
 class CostTest(RevertFaultBase):
 
-    def test_what_the_fallback_point_costs(self):
-        """Revert timings with and without the pre-revert memory save."""
+    def test_with_and_without_the_fallback_point(self):
+        """Both modes revert; their step timings are kept as details.
+
+        (How long each step takes is the bench's business, not a pass/fail
+        bound here.)
+        """
         g = self.guest
         record, tick = self.take_noting_tick()
         timings = {}
-        for keep in (True, False, True, False):
+        for keep in (True, False):
             self.keep_memory(keep)
             g.wait_for_tick(after=g.last_tick()[0] + 5)
             seen = []
