@@ -30,3 +30,22 @@ def instance_lock(lock_dir, instance_uuid):
         yield
     finally:
         os.close(fd)
+
+
+@contextlib.contextmanager
+def record_lock(lock_dir, snapshot_id):
+    """Hold one record's bookkeeping lock, waiting for it.
+
+    For writes of a record's own fields that change nothing on the disks
+    (its digests, computed after a thaw): they wait for each other, and
+    never take the instance's lock, so a snapshot operation that arrives
+    meanwhile is never refused for their sake.
+    """
+    os.makedirs(lock_dir, exist_ok=True)
+    fd = os.open(os.path.join(lock_dir, '%s.record.lock' % snapshot_id),
+                 os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)

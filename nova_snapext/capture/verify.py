@@ -23,6 +23,7 @@ from oslo_log import log as logging
 from oslo_utils import timeutils
 
 from nova_snapext.capture import digest
+from nova_snapext.capture import locks
 from nova_snapext.capture import qcow2
 from nova_snapext.capture import take
 from nova_snapext import exception
@@ -259,30 +260,28 @@ class VerifyOps(object):
             for d in record['disks']),
             seconds=round(time.monotonic() - started_all, 3))
 
-    def record_digests(self, snapshot_id, attempts=60, wait=1.0):
+    def record_digests(self, snapshot_id):
         """Digest the disk states of a committed record taken without.
 
-        The hashing runs without the instance's lock, so that the next
-        operation on the instance is not refused for its sake (internal
-        snapshots never change; one dropped meanwhile is not recorded).
-        Only writing the result takes the lock: tried ``attempts`` times.
+        Neither the hashing nor the writing takes the instance's lock, so
+        that the next operation on the instance (a Cinder driver releasing
+        the capture it just made, say) is never refused for its sake:
+        internal snapshots never change, one dropped meanwhile is not
+        recorded, and a record deleted meanwhile gets nothing.
         """
         record = self.store.get(snapshot_id)
         directory = os.path.dirname(self.store.local_path(record, 'x'))
         self._record_digests(record, directory, record['parent_id'])
-        for attempt in range(attempts):
+        with locks.record_lock(self.conf.snapext.lock_path, snapshot_id):
             try:
-                with self._lock(record['instance_uuid']):
-                    fresh = self.store.get(snapshot_id)
-                    for disk, done in zip(fresh['disks'], record['disks']):
-                        if holds(disk['path'], disk['snapshot']):
-                            disk['digest'] = done.get('digest')
-                    self.store.update(fresh)
-                    return
-            except exception.Conflict:
-                if attempt + 1 == attempts:
-                    raise
-                time.sleep(wait)
+                fresh = self.store.get(snapshot_id)
+                for disk, done in zip(fresh['disks'], record['disks']):
+                    if holds(disk['path'], disk['snapshot']):
+                        disk['digest'] = done.get('digest')
+                self.store.update(fresh)
+            except exception.NotFound:
+                LOG.info('snapshot %s was deleted before its disk digests '
+                         'were written', snapshot_id)
 
     def _parent_digests(self, parent_id):
         """{file: (internal snapshot, virtual size, [Digested])}."""
