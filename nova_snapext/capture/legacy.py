@@ -474,6 +474,10 @@ class Migrator(object):
 
     def raw_records(self, instance_uuid):
         directory = self._instance_dir(instance_uuid)
+        if not os.path.isdir(directory):
+            # An interrupted first capture: recovery aborted its staged
+            # record, and the store removed the directory left empty.
+            return []
         records = []
         for name in sorted(os.listdir(directory)):
             path = os.path.join(directory, name, 'manifest.json')

@@ -331,3 +331,13 @@ class RecordsTest(testtools.TestCase):
         manifest_mod.validate(new)
         self.assertEqual('kept: why', new['status']['reason'])
         self.assertEqual(ov(DISK, 'aaaa'), new['disks'][0]['path'])
+
+
+class RawRecordsTest(testtools.TestCase):
+
+    def test_an_instance_without_a_store_directory_has_none(self):
+        # Recovery aborted an interrupted first capture: the store removed
+        # the directory left empty, and the migration still runs.
+        engine = type('Engine', (), {})()
+        engine.store = type('Store', (), {'root': '/nonexistent-store'})()
+        self.assertEqual([], legacy.Migrator(engine).raw_records('uuid-a'))
