@@ -2,6 +2,9 @@
 
 import copy
 
+from oslo_config import cfg
+
+from nova_snapext import conf as snapext_conf
 from nova_snapext import manifest
 
 DOMAIN_XML = """<domain type='qemu'>
@@ -54,3 +57,13 @@ def record(snapshot_id='s1', parent_id=None, created_at=None, **kw):
     }
     m.update(copy.deepcopy(kw))
     return m
+
+
+def conf(**overrides):
+    """A fresh ConfigOpts with the [snapext] options and these overrides."""
+    opts = cfg.ConfigOpts()
+    snapext_conf.register_opts(opts)
+    opts([], project='snapext')
+    for name, value in overrides.items():
+        opts.set_override(name, value, 'snapext')
+    return opts

@@ -9,7 +9,6 @@ from unittest import mock
 import fixtures
 import libvirt
 from oslo_concurrency import processutils
-from oslo_config import cfg
 import oslo_messaging as messaging
 import testtools
 
@@ -17,7 +16,6 @@ from nova_snapext.capture import guest
 from nova_snapext.capture import host_errors
 from nova_snapext.capture import qemu_img
 from nova_snapext.cmd import snapext as cli
-from nova_snapext import conf as snapext_conf
 from nova_snapext import exception
 from nova_snapext import manifest
 from nova_snapext.rpc import api
@@ -28,21 +26,13 @@ UUID = '6f1c7c1e-0000-4000-8000-000000000001'
 OTHER = '6f1c7c1e-0000-4000-8000-000000000002'
 
 
-def _conf(**overrides):
-    conf = cfg.ConfigOpts()
-    snapext_conf.register_opts(conf)
-    conf([], project='snapext')
-    for name, value in overrides.items():
-        conf.set_override(name, value, 'snapext')
-    return conf
-
-
 class BrokenRecordStoreTest(testtools.TestCase):
 
     def setUp(self):
         super().setUp()
         self.root = self.useFixture(fixtures.TempDir()).path
-        self.store = file_store.FileStore(_conf(file_store_path=self.root))
+        self.store = file_store.FileStore(
+            fakes.conf(file_store_path=self.root))
         for sid in ('s1', 's2', 's3'):
             self.store.stage(UUID, sid)
             self.store.commit(fakes.record(sid, parent_id=(
@@ -206,8 +196,8 @@ class CallMonitorTest(testtools.TestCase):
 
     def setUp(self):
         super().setUp()
-        self.conf = _conf(rpc_call_monitor_timeout=5,
-                          rpc_capture_timeout=600)
+        self.conf = fakes.conf(rpc_call_monitor_timeout=5,
+                               rpc_capture_timeout=600)
         self.transport = messaging.get_rpc_transport(self.conf,
                                                      url='fake:/')
         self.api = api.AgentAPI(self.conf, transport=self.transport)

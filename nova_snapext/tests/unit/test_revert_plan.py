@@ -3,13 +3,11 @@
 import os
 
 import fixtures
-from oslo_config import cfg
 import testtools
 
 from nova_snapext.capture import revert_journal
 from nova_snapext.capture import revert_plan as plan
 from nova_snapext.capture import save_image
-from nova_snapext import conf as snapext_conf
 from nova_snapext import manifest
 from nova_snapext.tests.unit import fakes
 
@@ -129,10 +127,7 @@ class JournalTest(testtools.TestCase):
     def setUp(self):
         super().setUp()
         self.root = self.useFixture(fixtures.TempDir()).path
-        self.conf = cfg.ConfigOpts()
-        snapext_conf.register_opts(self.conf)
-        self.conf([])
-        self.conf.set_override('lock_path', self.root, 'snapext')
+        self.conf = fakes.conf(lock_path=self.root)
 
     def test_written_read_and_removed(self):
         record = fakes.record('s1')

@@ -9,13 +9,11 @@ from unittest import mock
 
 import fixtures
 import libvirt
-from oslo_config import cfg
 import testtools
 
 from nova_snapext.capture import engine as engine_mod
 from nova_snapext.capture import revert_journal
 from nova_snapext.capture import revert_plan as plan
-from nova_snapext import conf as snapext_conf
 from nova_snapext import exception
 from nova_snapext import stores
 from nova_snapext.tests.unit import fakes
@@ -51,12 +49,9 @@ class RevertStepsTest(testtools.TestCase):
     def setUp(self):
         super().setUp()
         self.root = self.useFixture(fixtures.TempDir()).path
-        self.conf = cfg.ConfigOpts()
-        snapext_conf.register_opts(self.conf)
-        self.conf([])
-        self.conf.set_override('file_store_path', self.root, 'snapext')
-        self.conf.set_override('lock_path', self.root + '/locks', 'snapext')
-        self.conf.set_override('thaw_after_restore_timeout', 1, 'snapext')
+        self.conf = fakes.conf(file_store_path=self.root,
+                               lock_path=self.root + '/locks',
+                               thaw_after_restore_timeout=1)
         self.store = stores.load('file', self.conf)
         self.record = fakes.record('s1')
         self.uuid = self.record['instance_uuid']
