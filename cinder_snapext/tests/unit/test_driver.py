@@ -338,12 +338,8 @@ class DriverTest(base.GroupTestCase):
             self.context, volume.id,
             snapshot_id=snapshot.id if snapshot else None)
 
-    def test_backup_of_snapshot_reads_a_temporary_export_of_it(self):
-        volume = self.create_volume()
-        path = self.path(volume)
-        write(path, 0x11)
-        snapshot = self.snapshot(volume)
-        write(path, 0x22)
+    def temporary_backup_device(self, volume, snapshot=None):
+        """The device a backup reads: a temporary volume Cinder tracks."""
         backup = self.backup_of(volume, snapshot)
         device, is_snapshot = self.driver.get_backup_device(self.context,
                                                             backup)
@@ -351,6 +347,15 @@ class DriverTest(base.GroupTestCase):
         self.assertNotEqual(volume.id, device.id)
         self.assertEqual(device.id, self.reload(backup).temp_volume_id)
         self.assertEqual('backing-up', device.status)
+        return device
+
+    def test_backup_of_snapshot_reads_a_temporary_export_of_it(self):
+        volume = self.create_volume()
+        path = self.path(volume)
+        write(path, 0x11)
+        snapshot = self.snapshot(volume)
+        write(path, 0x22)
+        device = self.temporary_backup_device(volume, snapshot)
         self.assertEqual(digest(path, 'snapext-' + snapshot.id),
                          digest(self.path(device)))
         self.assertEqual([], internal(self.path(device)))
@@ -362,13 +367,7 @@ class DriverTest(base.GroupTestCase):
         write(path, 0x11)
         self.snapshot(volume)
         write(path, 0x22, MiB)
-        backup = self.backup_of(volume)
-        device, is_snapshot = self.driver.get_backup_device(self.context,
-                                                            backup)
-        self.assertFalse(is_snapshot)
-        self.assertNotEqual(volume.id, device.id)
-        self.assertEqual(device.id, self.reload(backup).temp_volume_id)
-        self.assertEqual('backing-up', device.status)
+        device = self.temporary_backup_device(volume)
         self.assertEqual(digest(path), digest(self.path(device)))
         # The backup carries the data, not the snapshot's state.
         self.assertEqual([], internal(self.path(device)))
