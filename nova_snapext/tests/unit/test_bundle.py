@@ -13,7 +13,6 @@ import shutil
 import tarfile
 
 import fixtures
-from oslo_config import cfg
 import testtools
 
 from nova_snapext import bundle
@@ -21,7 +20,6 @@ from nova_snapext.capture import digest
 from nova_snapext.capture import engine as engine_mod
 from nova_snapext.capture import qcow2_stream
 from nova_snapext.capture import verify
-from nova_snapext import conf as snapext_conf
 from nova_snapext import exception
 from nova_snapext.stores import file as file_store
 from nova_snapext.tests.unit import fakes
@@ -47,12 +45,8 @@ def _raw(path, snapshot=None):
 
 
 def _engine(root):
-    conf = cfg.ConfigOpts()
-    snapext_conf.register_opts(conf)
-    conf([], project='snapext')
-    conf.set_override('file_store_path', os.path.join(root, 'store'),
-                      'snapext')
-    conf.set_override('lock_path', os.path.join(root, 'locks'), 'snapext')
+    conf = fakes.conf(file_store_path=os.path.join(root, 'store'),
+                      lock_path=os.path.join(root, 'locks'))
     return engine_mod.Engine(conf, store=file_store.FileStore(conf),
                              conn=object())
 

@@ -10,14 +10,12 @@ import os
 import shutil
 
 import fixtures
-from oslo_config import cfg
 import testtools
 
 from nova_snapext.capture import digest
 from nova_snapext.capture import locks
 from nova_snapext.capture import qcow2
 from nova_snapext.capture import verify
-from nova_snapext import conf as snapext_conf
 from nova_snapext import exception
 from nova_snapext.stores import file as file_store
 from nova_snapext.tests.unit import fakes
@@ -243,13 +241,8 @@ class VerifyOpsTest(testtools.TestCase):
     def setUp(self):
         super().setUp()
         self.dir = self.useFixture(fixtures.TempDir()).path
-        conf = cfg.ConfigOpts()
-        snapext_conf.register_opts(conf)
-        conf([], project='snapext')
-        conf.set_override('file_store_path', os.path.join(self.dir, 's'),
-                          'snapext')
-        conf.set_override('lock_path', os.path.join(self.dir, 'l'),
-                          'snapext')
+        conf = fakes.conf(file_store_path=os.path.join(self.dir, 's'),
+                          lock_path=os.path.join(self.dir, 'l'))
         self.ops = _Ops(conf)
         self.disk = os.path.join(self.dir, 'disk')
         _run('qemu-img', 'create', '-q', '-f', 'qcow2', self.disk, '4M')
