@@ -549,6 +549,88 @@ class SnapextNfsDriver(consistency.ConsistentGroupSnapshotMixin,
         backup.save()
         return temp, False
 
+    # -- restores -------------------------------------------------------------
+
+    def initialize_connection(self, volume, connector):
+        """The volume file, or a staging file for a backup's restore.
+
+        cinder-backup restores by opening the file the connection names
+        with ``'wb'`` and writing the backup's bytes: over the volume file
+        that makes a new file without the internal snapshots the volume's
+        Cinder snapshots (and snapext records) still name.  A restore into
+        a volume that holds any therefore writes into a staging file next
+        to it, which :meth:`terminate_connection` copies into the volume's
+        current state.
+        """
+        conn = super().initialize_connection(volume, connector)
+        if (volume.status != fields.VolumeStatus.RESTORING_BACKUP or
+                not self._snapshots_exist(volume)):
+            return conn
+        staging = self._restore_staging(volume)
+        # Empty: os-brick checks that the path opens before cinder-backup
+        # writes it.
+        open(staging, 'wb').close()
+        LOG.info('volume %s holds snapshots: its backup restore writes %s, '
+                 'copied into the volume afterwards', volume.id, staging)
+        conn['data']['name'] = os.path.basename(staging)
+        return conn
+
+    def terminate_connection(self, volume, connector, **kwargs):
+        """Copy a restore's staging file into the volume, keeping snapshots.
+
+        cinder-backup detaches after the restore, failed or not, and a
+        failed restore leaves the volume in ``error_restoring`` with part
+        of the backup written: the same as a restore straight into the
+        file, except that every snapshot survives.  A staging file found
+        outside a restore is a crashed restore's leftover and is dropped.
+        """
+        super().terminate_connection(volume, connector, **kwargs)
+        staging = self._restore_staging(volume)
+        if not os.path.exists(staging):
+            return
+        try:
+            if volume.status == fields.VolumeStatus.RESTORING_BACKUP:
+                self._copy_restored(volume, staging)
+            else:
+                LOG.warning('dropping %s, left by an interrupted restore of '
+                            'volume %s', staging, volume.id)
+        finally:
+            os.unlink(staging)
+
+    def _restore_staging(self, volume):
+        return self.local_path(volume) + '.snapext-restore'
+
+    def _copy_restored(self, volume, staging):
+        """Write the staged backup into the volume's current state.
+
+        ``qemu-img convert -n`` writes every byte of the target's active
+        layer (zeros included: an existing target is not assumed zero), and
+        leaves its internal snapshots as they were.
+        """
+        # A backup of a snapext volume holds its qcow2 container; one from
+        # a raw backend holds raw bytes.
+        info = self._image_info(staging)
+        fmt = info.get('format')
+        data_file = (info.get('format-specific') or {}).get(
+            'data', {}).get('data-file')
+        if fmt not in ('raw', 'qcow2') or info.get(
+                'backing-filename') or data_file:
+            # Reading another file through the backup's header would copy
+            # that file into the volume.
+            raise cinder_exception.VolumeDriverException(
+                message='backup restored into volume %s is not a '
+                        'standalone raw or qcow2 image; the volume is left '
+                        'as it was' % volume.id)
+        if info['virtual-size'] > volume.size * units.Gi:
+            raise cinder_exception.VolumeDriverException(
+                message='backup restored into volume %s is larger (%d '
+                        'bytes) than the volume; the volume is left as it '
+                        'was' % (volume.id, info['virtual-size']))
+        self._qemu_img('convert', '-n', '-f', fmt, '-O', 'qcow2', staging,
+                       self.local_path(volume))
+        LOG.info('backup restored into the current state of volume %s; its '
+                 'snapshots are kept', volume.id)
+
     # -- the rest of RemoteFS that assumed overlays -------------------------
 
     def _revert_to_snapshot(self, context, volume, snapshot):

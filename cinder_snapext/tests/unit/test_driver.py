@@ -391,6 +391,81 @@ class DriverTest(base.GroupTestCase):
         self.assertFalse(is_snapshot)
         self.assertNotEqual(volume.id, device.id)
 
+    def restore(self, volume, backup_file):
+        """What cinder-backup does: attach, write the bytes, detach."""
+        volume.status = fields.VolumeStatus.RESTORING_BACKUP
+        volume.save()
+        conn = self.driver.initialize_connection(volume, {})
+        target = os.path.join(self.share, conn['data']['name'])
+        with open(backup_file, 'rb') as src, open(target, 'wb') as dst:
+            dst.write(src.read())
+        try:
+            self.driver.terminate_connection(volume, {})
+        finally:
+            self.assertEqual([volume.name], [
+                f for f in os.listdir(self.share)
+                if f.startswith(volume.name)])
+        return target
+
+    def backup_file(self, fmt, pattern):
+        path = os.path.join(self.share, 'backup.%s' % fmt)
+        qemu_img('create', '-f', fmt, path, '1G')
+        subprocess.run(['qemu-io', '-f', fmt, '-c', 'write -P %d 0 %d'
+                        % (pattern, MiB), path], check=True,
+                       capture_output=True)
+        self.addCleanup(os.unlink, path)
+        return path
+
+    def test_restore_into_volume_with_snapshots_keeps_them(self):
+        volume = self.create_volume()
+        path = self.path(volume)
+        write(path, 0x11)
+        snapshot = self.snapshot(volume)
+        before = digest(path, 'snapext-' + snapshot.id)
+        write(path, 0x22, 2 * MiB)
+        for fmt, pattern in (('qcow2', 0x33), ('raw', 0x44)):
+            target = self.restore(volume, self.backup_file(fmt, pattern))
+            self.assertNotEqual(path, target)
+            self.assertTrue(holds(path, pattern))
+            # The restore replaces everything, the volume's own later
+            # writes included.
+            self.assertTrue(holds(path, 0, 2 * MiB))
+            self.assertEqual(['snapext-' + snapshot.id], internal(path))
+            self.assertEqual(before, digest(path, 'snapext-' + snapshot.id))
+        self.assert_untouched(volume)
+
+    def test_restore_refuses_a_backup_naming_another_file(self):
+        volume = self.create_volume()
+        path = self.path(volume)
+        write(path, 0x11)
+        self.snapshot(volume)
+        write(path, 0x22)
+        backing = self.backup_file('raw', 0x55)
+        crafted = os.path.join(self.share, 'crafted')
+        qemu_img('create', '-f', 'qcow2', '-F', 'raw', '-b', backing,
+                 crafted)
+        self.addCleanup(os.unlink, crafted)
+        exc = self.assertRaises(cinder_exception.VolumeDriverException,
+                                self.restore, volume, crafted)
+        self.assertIn('not a standalone raw or qcow2 image', str(exc))
+        self.assertTrue(holds(path, 0x22))
+
+    def test_restore_into_volume_without_snapshots_is_cinders(self):
+        volume = self.create_volume()
+        volume.status = fields.VolumeStatus.RESTORING_BACKUP
+        conn = self.driver.initialize_connection(volume, {})
+        self.assertEqual(volume.name, conn['data']['name'])
+
+    def test_staging_file_outside_a_restore_is_dropped(self):
+        volume = self.create_volume()
+        write(self.path(volume), 0x11)
+        staging = self.path(volume) + '.snapext-restore'
+        with open(staging, 'wb') as f:
+            f.write(b'\0' * 4096)
+        self.driver.terminate_connection(volume, {})
+        self.assertFalse(os.path.exists(staging))
+        self.assertTrue(holds(self.path(volume), 0x11))
+
     def test_legacy_overlay_volume_refuses_new_snapshots(self):
         volume = self.create_volume()
         info = self.driver._local_path_volume_info(volume)

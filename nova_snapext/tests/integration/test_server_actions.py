@@ -266,3 +266,53 @@ class VolumeBackedTest(base.LifecycleMixin, base.VolumeMixin,
         self.assertTrue(low - 1 <= first <= high + 3, first)
         self.assertKept(clone_guest, s, 'the clone', ['before-full'])
         self.assertAbsent(clone_guest, s, ['after'], 'the clone')
+
+
+class BackupRestoreTest(base.LifecycleMixin, base.VolumeMixin,
+                        base.TestCase):
+    """Cinder's backup of a snapshotted volume, restored onto it."""
+
+    def test_restore_keeps_every_snapshot(self):
+        server, guest = self.boot(base.unique_name('bkp'))
+        volume = self.volume(base.unique_name('v'))
+        self.wait_volume(volume.id, 'available')
+        self.attach(server, volume, 'vdb')
+        s, guest = self.take_snapshots(server, guest, ('vda', 'vdb'))
+        backup = base.cli(*VOLUME_API, 'volume', 'backup', 'create',
+                          '--force', '--name', base.unique_name('b'),
+                          volume.id)
+        self.addCleanup(self.delete_backup, backup['id'])
+        self.wait_backup(backup['id'])
+        # Written after the backup: the restore takes the volume back.
+        base.VolumeMixin.write_blocks(guest, 'vdb', 6)
+
+        base.cli('server', 'remove', 'volume', server.id, volume.id,
+                 as_json=False)
+        self.wait_volume(volume.id, 'available')
+        base.cli(*VOLUME_API, 'volume', 'backup', 'restore', '--force',
+                 backup['id'], volume.id)
+        self.wait_volume(volume.id, 'available')
+        self.attach(server, volume, 'vdb')
+        guest = self.guest(server.id)
+        self.assertKept(guest, s, 'a backup restore')
+        self.assertEqual(base.ZEROS_SHA256, self.read_blocks(guest, 'vdb', 6),
+                         'the restore kept a write made after the backup')
+        # The volume's snapshots are still in it: both revert, vdb too.
+        self.assertAvailable(server.id, s)
+        self.assertRevertable(server.id, s)
+
+    def wait_backup(self, backup_id):
+        deadline = time.monotonic() + 300
+        while True:
+            status = base.cli(*VOLUME_API, 'volume', 'backup', 'show',
+                              backup_id)['status']
+            if status == 'available':
+                return
+            self.assertNotIn('error', status)
+            self.assertLess(time.monotonic(), deadline,
+                            'backup %s still %s' % (backup_id, status))
+            time.sleep(2)
+
+    def delete_backup(self, backup_id):
+        base.cli(*VOLUME_API, 'volume', 'backup', 'delete', '--force',
+                 backup_id, as_json=False, check=False)
