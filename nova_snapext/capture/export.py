@@ -395,7 +395,12 @@ class ExportOps(object):
         qemu_img.check(path)
         copy = dict(disk, path=path)
         digests_name = bundle.digests_member(target)
-        if disk.get('digest') and digests_name in members:
+        if disk.get('digest') and digests_name not in members:
+            # the content check below must not be skippable
+            raise bundle.BundleError('the record has digests of disk %s; '
+                                     'the bundle has no %s'
+                                     % (target, digests_name))
+        if disk.get('digest'):
             check = verify.check_copy(
                 copy, path, os.path.join(directory, digests_name))
             if check.status != verify.OK:

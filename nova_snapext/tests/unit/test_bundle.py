@@ -346,6 +346,14 @@ class BundleTest(testtools.TestCase):
         self._refused(_with_disk(members, disk),
                       "disk vda does not hold the snapshot's state")
 
+    def test_a_disk_without_its_digests_is_refused(self):
+        # the record has digests: the content check cannot be left out
+        members = _members(self._export('s1')[0])
+        kept = [(i, d) for i, d in members if i.name != 'disks/vda.digests']
+        self._refused(_with_index(kept, lambda x: x.update(members=[
+            m for m in x['members'] if m['name'] != 'disks/vda.digests'])),
+            'the bundle has no disks/vda.digests')
+
     def test_not_a_tar(self):
         exc = self.assertRaises(bundle.BundleError, self._import,
                                 b'not a bundle' * 100)
