@@ -26,6 +26,7 @@ from oslo_log import log as logging
 from oslo_utils import timeutils
 
 from nova_snapext import bundle
+from nova_snapext.capture import bundle_digests
 from nova_snapext.capture import digest
 from nova_snapext.capture import qcow2
 from nova_snapext.capture import qcow2_stream
@@ -210,14 +211,14 @@ class ExportOps(object):
             return self._export(record, fileobj, since)
 
     def _export(self, record, fileobj, since):
-        base_disks = {}
+        base_record, base_disks = None, {}
         if since is not None:
             if since not in _ancestors(self.store, record):
                 raise exception.InvalidRequest(
                     'snapshot %s is not an ancestor of %s: a delta is only '
                     'made against one' % (since, record['id']))
-            base_disks = {d['target']: d
-                          for d in self.store.get(since)['disks']}
+            base_record = self.store.get(since)
+            base_disks = {d['target']: d for d in base_record['disks']}
         members = [
             bundle.bytes_member(bundle.RECORD, 'record',
                                 manifest_mod.dumps(record).encode('utf-8')),
@@ -240,12 +241,9 @@ class ExportOps(object):
                     'export it without --since' % (disk['target'],
                                                    record['id'], since))
             members.append(self._disk_member(disk, base))
-            recorded = disk.get('digest')
-            if recorded:
-                members.append(bundle.file_member(
-                    bundle.digests_member(disk['target']), 'digests',
-                    self.store.local_path(record, recorded['location']),
-                    target=disk['target']))
+            if disk.get('digest'):
+                members.append(bundle_digests.member(
+                    self.store, record, disk, base_record, base))
         index = bundle.write(fileobj, {
             'snapshot_id': record['id'],
             'instance_uuid': record['instance_uuid'],
@@ -401,6 +399,10 @@ class ExportOps(object):
                                      'the bundle has no %s'
                                      % (target, digests_name))
         if disk.get('digest'):
+            bundle_digests.rebuild(
+                members[digests_name], os.path.join(directory, digests_name),
+                self.store.local_path(base, digests_name)
+                if base is not None else None)
             check = verify.check_copy(
                 copy, path, os.path.join(directory, digests_name))
             if check.status != verify.OK:
@@ -419,5 +421,3 @@ class ExportOps(object):
             disk['digest'] = dict(disk['digest'], location=location,
                                   root=digest.root(size, vsize, done),
                                   clusters=len(done), hashed_bytes=hashed)
-        if digests_name in members:
-            os.unlink(os.path.join(directory, digests_name))

@@ -30,6 +30,7 @@ _run = qemu_tools.run
 _io = qemu_tools.qemu_io
 
 UUID = '6f1c7c1e-0000-4000-8000-000000000001'
+DIGESTS = 'disks/vda.digests'
 MIB = 1 << 20
 
 
@@ -52,17 +53,20 @@ def _engine(root):
                              conn=object())
 
 
-def _with_disk(members, disk):
-    """The bundle with ``disk`` as vda, its index entry made to match."""
-    members = [(i, disk if i.name == 'disks/vda.qcow2' else d)
-               for i, d in members]
+def _with_member(members, name, data):
+    """The bundle with ``data`` as ``name``, its index entry made to match."""
+    members = [(i, data if i.name == name else d) for i, d in members]
 
     def fix(index):
         for m in index['members']:
-            if m['name'] == 'disks/vda.qcow2':
-                m.update(bytes=len(disk),
-                         sha256=hashlib.sha256(disk).hexdigest())
+            if m['name'] == name:
+                m.update(bytes=len(data),
+                         sha256=hashlib.sha256(data).hexdigest())
     return _with_index(members, fix)
+
+
+def _with_disk(members, disk):
+    return _with_member(members, 'disks/vda.qcow2', disk)
 
 
 def _members(data):
@@ -239,11 +243,50 @@ class BundleTest(testtools.TestCase):
         self.assertEqual('disks/vda.qcow2', disk['base'])
         self.assertLess(len(delta), len(full))
         self.assertEqual((3 + 1 + 1 + 3 * 4) * 16384, disk['bytes'])
+        # the digests of the four clusters that changed, not all six
+        digests = dict((i.name, d) for i, d in _members(delta))[DIGESTS]
+        self.assertEqual([1, 32, 48, 80], [
+            d.index for d in digest.decode(digests)[2]])
+        self.assertEqual(DIGESTS, [m for m in index['members']
+                                   if m['name'] == DIGESTS][0]['base'])
         self._import(self._export('s1')[0])
         record = self._import(delta)
         path = record['disks'][0]['path']
         self.assertEqual(_raw(self.disk, 'snapext-s2'), _raw(path))
         self.assertEqual('s1', record['imported']['since'])
+        self.assertEqual('ok', self.dst.verify('s2')['result'])
+
+    def _delta_digests_refused(self, edit, why):
+        self._import(self._export('s1')[0])
+        members = _members(self._export('s2', since='s1')[0])
+        size, vsize, changes = digest.decode(
+            dict((i.name, d) for i, d in members)[DIGESTS])
+        crafted = _with_member(members, DIGESTS, digest.encode(
+            size, vsize, edit(changes)))
+        exc = self.assertRaises(bundle.BundleError, self._import,
+                                _tar(crafted))
+        self.assertIn(why, str(exc))
+        self.assertRaises(exception.NotFound, self.dst.store.get, 's2')
+
+    def test_a_delta_leaving_out_a_change_of_digests_is_refused(self):
+        self._delta_digests_refused(
+            lambda changes: changes[1:],
+            'does not match the root its record holds')
+
+    def test_a_delta_on_a_base_without_its_exported_digests_is_refused(self):
+        self._import(self._export('s1')[0])
+        os.unlink(self.dst.store.local_path(self.dst.store.get('s1'),
+                                            DIGESTS))
+        exc = self.assertRaises(bundle.BundleError, self._import,
+                                self._export('s2', since='s1')[0])
+        self.assertIn('keeps no disks/vda.digests', str(exc))
+        self.assertNothingStaged()
+
+    def test_digest_changes_in_a_standalone_bundle_are_refused(self):
+        members = _members(self._export('s1')[0])
+        self._refused(_with_index(members, lambda x: [
+            m.update(base=DIGESTS) for m in x['members']
+            if m['name'] == DIGESTS]), 'holds changes to')
 
     def test_disks_of_other_cluster_sizes(self):
         backing = os.path.join(self.dir, 'backing.raw')
