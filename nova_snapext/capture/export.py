@@ -60,8 +60,7 @@ def changed_clusters(state, base, has_backing, source_bits, out_bits,
     have others (smaller for a delta, see
     :func:`qcow2_stream.small_cluster_bits`), so every guest cluster of the
     file maps to the bundle clusters it overlaps.  A DATA cluster's bytes
-    are what the guest reads there in the state (its ``source`` is None:
-    :class:`_DiskSource` reads the state's view of the cluster).
+    are what the guest reads there in the state (:func:`_state_read`).
 
     :param state: {guest cluster index: L2 entry} of the state
     :param base: the same for the state the bundle disk sits on (a delta),
@@ -89,7 +88,7 @@ def changed_clusters(state, base, has_backing, source_bits, out_bits,
         zero = all(_reads_zero(state.get(i), has_backing)
                    for i in _spans(o, out_bits, source_bits, source_count))
         out.append(qcow2_stream.Cluster(
-            o, qcow2_stream.ZERO if zero else qcow2_stream.DATA, None))
+            o, qcow2_stream.ZERO if zero else qcow2_stream.DATA))
     return out
 
 
@@ -115,6 +114,14 @@ class _DiskSource(object):
         self.base_disk = base_disk
 
     def layout(self, base_member):
+        try:
+            return self._layout(base_member)
+        except ValueError as exc:
+            # a disk larger than a bundle's qcow2 can describe
+            raise exception.InvalidRequest('disk %s: %s'
+                                           % (self.disk['target'], exc))
+
+    def _layout(self, base_member):
         with qcow2.File(self.disk['path']) as f:
             if f.header is None:
                 raise exception.InvalidRequest(
@@ -137,13 +144,9 @@ class _DiskSource(object):
                 clusters += self._backing_clusters(
                     f, state, snap.disk_size, bits,
                     {c.index for c in clusters})
-        try:
-            return qcow2_stream.plan(
-                snap.disk_size, clusters,
-                base_member if self.base_disk is not None else None, bits)
-        except ValueError as exc:
-            raise exception.InvalidRequest('disk %s: %s'
-                                           % (self.disk['target'], exc))
+        return qcow2_stream.plan(
+            snap.disk_size, clusters,
+            base_member if self.base_disk is not None else None, bits)
 
     @staticmethod
     def _backing_clusters(f, state, virtual_size, bits, mapped):
@@ -160,8 +163,7 @@ class _DiskSource(object):
                 continue
             if _state_read(f, state, index, bits, virtual_size) != zeros[
                     :digest.clipped(index, size, virtual_size)]:
-                out.append(qcow2_stream.Cluster(index, qcow2_stream.DATA,
-                                                None))
+                out.append(qcow2_stream.Cluster(index, qcow2_stream.DATA))
         return out
 
     def chunks(self, layout):

@@ -33,9 +33,9 @@ _EXT_BACKING_FORMAT = 0xE2792ACA
 DATA = 'data'
 ZERO = 'zero'
 
-Cluster = collections.namedtuple('Cluster', 'index kind source')
-"""A guest cluster the file maps: DATA (``source`` tells the reader where
-its bytes are) or ZERO (reads as zeros, hiding a backing file)."""
+Cluster = collections.namedtuple('Cluster', 'index kind')
+"""A guest cluster the file maps: DATA (its bytes come from ``read`` in
+:func:`chunks`) or ZERO (reads as zeros, hiding a backing file)."""
 
 Layout = collections.namedtuple(
     'Layout', 'cluster_bits virtual_size backing l1_size refblocks '
@@ -77,8 +77,10 @@ def plan(virtual_size, clusters, backing=None, cluster_bits=CLUSTER_BITS):
     per_table = size // 8
     count = (virtual_size + size - 1) // size
     l1_size = max(1, (count + per_table - 1) // per_table)
-    if not fits(virtual_size, cluster_bits) or any(
-            c.index >= count for c in clusters):
+    if not fits(virtual_size, cluster_bits):
+        raise ValueError('a disk of %d bytes is larger than a bundle disk '
+                         'of %d-byte clusters can be' % (virtual_size, size))
+    if any(c.index >= count for c in clusters):
         raise ValueError('cluster outside a disk of %d bytes' % virtual_size)
     l2_tables = sorted({c.index // per_table for c in clusters})
     data = [c for c in clusters if c.kind == DATA]

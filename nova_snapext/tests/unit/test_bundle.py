@@ -307,6 +307,15 @@ class BundleTest(testtools.TestCase):
                                  sid)
                 self.assertEqual('ok', self.dst.verify(sid)['result'])
 
+    def test_a_disk_larger_than_a_bundle_disk_is_refused(self):
+        disk = os.path.join(self.dir, 'huge')
+        _run('qemu-img', 'create', '-q', '-f', 'qcow2', disk, '5T')
+        self._take('huge', None, disk)
+        exc = self.assertRaises(exception.InvalidRequest, self._export,
+                                'huge')
+        self.assertIn('disk vda: a disk of 5497558138880 bytes is larger',
+                      str(exc))
+
     def test_a_delta_without_its_base_is_refused(self):
         delta, _ = self._export('s2', since='s1')
         exc = self.assertRaises(bundle.BundleError, self._import, delta)
