@@ -256,6 +256,15 @@ class BundleTest(testtools.TestCase):
         self.assertEqual('s1', record['imported']['since'])
         self.assertEqual('ok', self.dst.verify('s2')['result'])
 
+    def test_a_chain_of_deltas(self):
+        _io(self.disk, 'write -P 0x11 2M 64k', 'discard 64k 64k')
+        self._take('s3', 's2', self.disk)
+        for sid, since in [('s1', None), ('s2', 's1'), ('s3', 's2')]:
+            record = self._import(self._export(sid, since)[0])
+            self.assertEqual(_raw(self.disk, 'snapext-' + sid),
+                             _raw(record['disks'][0]['path']), sid)
+            self.assertEqual('ok', self.dst.verify(sid)['result'])
+
     def _delta_digests_refused(self, edit, why):
         self._import(self._export('s1')[0])
         members = _members(self._export('s2', since='s1')[0])
