@@ -12,6 +12,8 @@ FIGURES = {
     6: 'Memory save throughput',
     7: 'Revert and clone to running',
     8: 'Digests: at take (after the guest resumed) and verify before revert',
+    9: 'Incremental export bytes (--since the parent)',
+    10: 'Export and import of a full snapshot',
 }
 _DIGITS = {'s': 2, 'ms': 0, 'MiB': 1, 'MB/s': 0, 's/GiB': 2}
 

@@ -158,18 +158,26 @@ class Rig(object):
         self.workdir = os.path.join(SCRATCH, 'run-%s' % uuid.uuid4().hex[:8])
         os.makedirs(self.workdir)
         self.keep = keep
-        self.conf = cfg.ConfigOpts()
-        snapext_conf.register_opts(self.conf)
-        self.conf([], project='snapext')
-        for opt, sub in (('file_store_path', 'store'),
-                         ('lock_path', 'locks')):
-            self.conf.set_override(opt, self.path(sub), 'snapext')
-        self.conf.set_override('libvirt_uri', URI, 'snapext')
-        self.engine = engine_mod.Engine(self.conf, conn=self.conn,
+        self.engine = engine_mod.Engine(self._conf('store', 'locks'),
+                                        conn=self.conn,
                                         progress=self._progress)
         self.captured_at = None
         self._bases = {}
         self._domains = []
+
+    def _conf(self, store, locks):
+        conf = cfg.ConfigOpts()
+        snapext_conf.register_opts(conf)
+        conf([], project='snapext')
+        conf.set_override('file_store_path', self.path(store), 'snapext')
+        conf.set_override('lock_path', self.path(locks), 'snapext')
+        conf.set_override('libvirt_uri', URI, 'snapext')
+        return conf
+
+    def empty_store_engine(self, name):
+        """An engine on a new, empty store ``path(name)``: another host's."""
+        return engine_mod.Engine(self._conf(name, name + '-locks'),
+                                 conn=self.conn)
 
     def _progress(self, stage, **details):
         # 'captured': disks switched and filesystems thawed; the guest no

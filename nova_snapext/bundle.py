@@ -13,6 +13,8 @@ Members, in this order (the first one describes all the others)::
                          only the clusters changed since ``since`` (its
                          backing file names the base's member)
     disks/<target>.digests  the per-cluster digests taken with the snapshot
+                         (a delta: only those of the changed clusters; its
+                         ``base`` names the base bundle's member)
 
 The archive is written front to back (tar ``w|``), so it can go to a pipe;
 each member's size and checksum is known before it is written.  Reading
@@ -71,7 +73,8 @@ SCHEMA = {
                     'bytes': {'type': 'integer', 'minimum': 0},
                     'sha256': _sha256,
                     'target': {'type': 'string'},
-                    # a delta disk: the base bundle's member it sits on
+                    # a delta disk or its digests: the base bundle's
+                    # member it sits on
                     'base': {'type': ['string', 'null']},
                 },
             },
@@ -157,9 +160,9 @@ class Member(object):
                     bytes=self.size, sha256=self.digest())
 
 
-def bytes_member(name, kind, data):
+def bytes_member(name, kind, data, **extra):
     return Member(name, kind, len(data), lambda: iter([data]),
-                  hashlib.sha256(data).hexdigest())
+                  hashlib.sha256(data).hexdigest(), **extra)
 
 
 def file_member(name, kind, path, sha256=None, **extra):

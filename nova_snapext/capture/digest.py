@@ -169,6 +169,37 @@ def decode(data, expected_root=None):
     return cluster_size, virtual_size, digests
 
 
+_REMOVED = bytes(32)
+
+
+def changes(base, state):
+    """The digests of ``state`` a list of ``base``'s does not have.
+
+    Both are [Digested] of two states of one file (same cluster and
+    virtual size).  A cluster whose L2 entry is the same in both has the
+    same digest (see the module's note), so only the others are given; a
+    cluster ``base`` maps and ``state`` does not comes with entry 0 and a
+    digest of zeros.  :func:`applied` rebuilds ``state``'s list.
+    """
+    had = {d.index: d.entry for d in base}
+    out = [d for d in state if had.get(d.index) != d.entry]
+    kept = {d.index for d in state}
+    out += [Digested(d.index, 0, _REMOVED) for d in base
+            if d.index not in kept]
+    return sorted(out, key=operator.attrgetter('index'))
+
+
+def applied(base, delta):
+    """``base``'s [Digested] with :func:`changes` ``delta`` applied."""
+    merged = {d.index: d for d in base}
+    for d in delta:
+        if d.entry == 0 and d.digest == _REMOVED:
+            merged.pop(d.index, None)
+        else:
+            merged[d.index] = d
+    return [merged[i] for i in sorted(merged)]
+
+
 def first_difference(recorded, actual):
     """The first guest cluster where two digest lists disagree, or None."""
     want = {d.index: d.digest for d in recorded}

@@ -5,7 +5,10 @@ disk state straight from its internal snapshot's clusters (:mod:`qcow2`)
 into a qcow2 written front to back (:mod:`qcow2_stream`): no temporary
 copy, one cluster in memory at a time.  A delta (``since``) maps only the
 guest clusters whose L2 entry differs from the ancestor's state in the same
-file: what the guest wrote since, at cluster granularity.
+file: what the guest wrote since, at cluster granularity.  The disk's file
+may have any cluster size qcow2 allows; a bundle disk has 64 KiB clusters
+(Nova's default) when standalone and the smallest its size allows (from
+16 KiB) when a delta, so a small write costs a small delta.
 
 An import stages everything in the store's staging area, verifies it
 (bundle checksums and sizes, the record, each disk file's qcow2 header,
@@ -23,6 +26,7 @@ from oslo_log import log as logging
 from oslo_utils import timeutils
 
 from nova_snapext import bundle
+from nova_snapext.capture import bundle_digests
 from nova_snapext.capture import digest
 from nova_snapext.capture import qcow2
 from nova_snapext.capture import qcow2_stream
@@ -33,38 +37,58 @@ from nova_snapext import manifest as manifest_mod
 
 LOG = logging.getLogger(__name__)
 
-SNAP = 'snapshot'
-BACKING = 'backing'
+
+def _spans(index, from_bits, to_bits, count):
+    """Indexes of ``to_bits`` clusters that cluster ``index`` overlaps."""
+    first = (index << from_bits) >> to_bits
+    last = (((index + 1) << from_bits) - 1) >> to_bits
+    return range(first, min(last + 1, count))
 
 
-def changed_clusters(state, base, has_backing):
-    """[Cluster] a disk file must map to read as ``state``.
+def _reads_zero(entry, has_backing):
+    """Whether the guest reads zeros where a state has L2 ``entry``."""
+    if entry is None:
+        return not has_backing
+    return bool(qcow2.is_zero(entry))
+
+
+def changed_clusters(state, base, has_backing, source_bits, out_bits,
+                     virtual_size):
+    """[Cluster] a bundle disk of ``out_bits`` clusters must map.
+
+    The disk's file has clusters of ``source_bits``; the bundle's file may
+    have others (smaller for a delta, see
+    :func:`qcow2_stream.small_cluster_bits`), so every guest cluster of the
+    file maps to the bundle clusters it overlaps.  A DATA cluster's bytes
+    are what the guest reads there in the state (:func:`_state_read`).
 
     :param state: {guest cluster index: L2 entry} of the state
-    :param base: the same for the state the file sits on (a delta), or
-        None (standalone: the file has no backing)
+    :param base: the same for the state the bundle disk sits on (a delta),
+        or None (standalone: the bundle disk has no backing)
     :param has_backing: whether the disk's own file has a backing file
-        (guest clusters the state leaves unmapped are read from there)
+        (guest clusters the state leaves unmapped are read from there; a
+        standalone export adds those that are not zeros, see
+        :meth:`_DiskSource.layout`)
     """
+    size = 1 << out_bits
+    count = (virtual_size + size - 1) // size
+    if base is None:
+        touched = [i for i, entry in state.items()
+                   if not _reads_zero(entry, has_backing)]
+    else:
+        # written, zeroed, or discarded (the guest reads the disk's
+        # backing file there, or zeros) since the base
+        touched = [i for i in set(state) | set(base)
+                   if state.get(i) != base.get(i)]
+    wanted = sorted({o for i in touched
+                     for o in _spans(i, source_bits, out_bits, count)})
+    source_count = (virtual_size + (1 << source_bits) - 1) >> source_bits
     out = []
-    for index, entry in state.items():
-        if base is not None and base.get(index) == entry:
-            continue
-        if qcow2.is_zero(entry):
-            if base is not None:
-                out.append(qcow2_stream.Cluster(index, qcow2_stream.ZERO,
-                                                None))
-            continue
-        out.append(qcow2_stream.Cluster(index, qcow2_stream.DATA,
-                                        (SNAP, entry)))
-    if base is not None:
-        # mapped in the base, no longer in the state (discarded): the
-        # guest reads the disk's backing file there, or zeros
-        for index in set(base) - set(state):
-            out.append(qcow2_stream.Cluster(
-                index, qcow2_stream.DATA if has_backing else
-                qcow2_stream.ZERO, (BACKING, index) if has_backing
-                else None))
+    for o in wanted:
+        zero = all(_reads_zero(state.get(i), has_backing)
+                   for i in _spans(o, out_bits, source_bits, source_count))
+        out.append(qcow2_stream.Cluster(
+            o, qcow2_stream.ZERO if zero else qcow2_stream.DATA))
     return out
 
 
@@ -78,59 +102,100 @@ def _ancestors(store, record):
 
 
 class _DiskSource(object):
-    """Reads one disk state's clusters for the bundle, twice if asked."""
+    """Reads one disk state's clusters for the bundle, twice if asked.
+
+    A standalone disk has Nova's 64 KiB clusters; a delta the smallest
+    clusters its disk allows, so that its fixed cost (four clusters, and
+    a cluster per L2 table) and what a small guest write costs stay small.
+    """
 
     def __init__(self, disk, base_disk):
         self.disk = disk
         self.base_disk = base_disk
 
     def layout(self, base_member):
+        try:
+            return self._layout(base_member)
+        except ValueError as exc:
+            # a disk larger than a bundle's qcow2 can describe
+            raise exception.InvalidRequest('disk %s: %s'
+                                           % (self.disk['target'], exc))
+
+    def _layout(self, base_member):
         with qcow2.File(self.disk['path']) as f:
-            if f.header is None or f.cluster_size != \
-                    qcow2_stream.CLUSTER_SIZE:
+            if f.header is None:
                 raise exception.InvalidRequest(
-                    'disk %s: only qcow2 files with %d-byte clusters are '
-                    'exported' % (self.disk['target'],
-                                  qcow2_stream.CLUSTER_SIZE))
+                    'disk %s: only qcow2 files are exported'
+                    % self.disk['target'])
             snap = f.snapshot(self.disk['snapshot'])
             state = dict(f.snapshot_clusters(snap))
             base = None
+            bits = qcow2_stream.CLUSTER_BITS
             if self.base_disk is not None:
                 base = dict(f.snapshot_clusters(
                     f.snapshot(self.base_disk['snapshot'])))
+                bits = qcow2_stream.small_cluster_bits(snap.disk_size)
             has_backing = bool(f.header.backing_file)
-            clusters = changed_clusters(state, base, has_backing)
+            clusters = changed_clusters(state, base, has_backing,
+                                        f.header.cluster_bits, bits,
+                                        snap.disk_size)
             if base is None and has_backing:
                 # standalone: what the guest reads from the backing file
-                clusters += [c for c in self._backing_clusters(f, state,
-                                                               snap)]
+                clusters += self._backing_clusters(
+                    f, state, snap.disk_size, bits,
+                    {c.index for c in clusters})
         return qcow2_stream.plan(
             snap.disk_size, clusters,
-            base_member if self.base_disk is not None else None)
+            base_member if self.base_disk is not None else None, bits)
 
     @staticmethod
-    def _backing_clusters(f, state, snap):
-        size = qcow2_stream.CLUSTER_SIZE
-        count = (snap.disk_size + size - 1) // size
+    def _backing_clusters(f, state, virtual_size, bits, mapped):
+        size = 1 << bits
+        source_count = (virtual_size + f.cluster_size - 1) >> \
+            f.header.cluster_bits
         zeros = bytes(size)
-        for index in range(count):
-            if index not in state and f.backing_read(
-                    index * size, size) != zeros:
-                yield qcow2_stream.Cluster(index, qcow2_stream.DATA,
-                                           (BACKING, index))
+        out = []
+        for index in range((virtual_size + size - 1) // size):
+            if index in mapped or all(
+                    i in state for i in _spans(index, bits,
+                                               f.header.cluster_bits,
+                                               source_count)):
+                continue
+            if _state_read(f, state, index, bits, virtual_size) != zeros[
+                    :digest.clipped(index, size, virtual_size)]:
+                out.append(qcow2_stream.Cluster(index, qcow2_stream.DATA))
+        return out
 
     def chunks(self, layout):
-        size = qcow2_stream.CLUSTER_SIZE
-
-        def read(cluster):
-            length = digest.clipped(cluster.index, size,
-                                    layout.virtual_size)
-            kind, where = cluster.source
-            if kind == SNAP:
-                return f.cluster_bytes(where, length)
-            return f.backing_read(where * size, length)
         with qcow2.File(self.disk['path']) as f:
-            yield from qcow2_stream.chunks(layout, read)
+            state = dict(f.snapshot_clusters(
+                f.snapshot(self.disk['snapshot'])))
+            yield from qcow2_stream.chunks(
+                layout, lambda c: _state_read(f, state, c.index,
+                                              layout.cluster_bits,
+                                              layout.virtual_size))
+
+
+def _state_read(f, state, index, bits, virtual_size):
+    """What the guest reads in cluster ``index`` (of ``bits``) of a state.
+
+    :param f: the disk's :class:`qcow2.File`
+    :param state: {guest cluster index of ``f``: L2 entry} of the state
+    """
+    offset = index << bits
+    end = offset + digest.clipped(index, 1 << bits, virtual_size)
+    source = f.cluster_size
+    parts = []
+    while offset < end:
+        i, within = divmod(offset, source)
+        length = min(source - within, end - offset)
+        entry = state.get(i)
+        if entry is None:
+            parts.append(f.backing_read(offset, length))
+        else:
+            parts.append(f.cluster_bytes(entry, length, within))
+        offset += length
+    return b''.join(parts)
 
 
 class ExportOps(object):
@@ -148,14 +213,14 @@ class ExportOps(object):
             return self._export(record, fileobj, since)
 
     def _export(self, record, fileobj, since):
-        base_disks = {}
+        base_record, base_disks = None, {}
         if since is not None:
             if since not in _ancestors(self.store, record):
                 raise exception.InvalidRequest(
                     'snapshot %s is not an ancestor of %s: a delta is only '
                     'made against one' % (since, record['id']))
-            base_disks = {d['target']: d
-                          for d in self.store.get(since)['disks']}
+            base_record = self.store.get(since)
+            base_disks = {d['target']: d for d in base_record['disks']}
         members = [
             bundle.bytes_member(bundle.RECORD, 'record',
                                 manifest_mod.dumps(record).encode('utf-8')),
@@ -178,12 +243,9 @@ class ExportOps(object):
                     'export it without --since' % (disk['target'],
                                                    record['id'], since))
             members.append(self._disk_member(disk, base))
-            recorded = disk.get('digest')
-            if recorded:
-                members.append(bundle.file_member(
-                    bundle.digests_member(disk['target']), 'digests',
-                    self.store.local_path(record, recorded['location']),
-                    target=disk['target']))
+            if disk.get('digest'):
+                members.append(bundle_digests.member(
+                    self.store, record, disk, base_record, base))
         index = bundle.write(fileobj, {
             'snapshot_id': record['id'],
             'instance_uuid': record['instance_uuid'],
@@ -333,7 +395,16 @@ class ExportOps(object):
         qemu_img.check(path)
         copy = dict(disk, path=path)
         digests_name = bundle.digests_member(target)
-        if disk.get('digest') and digests_name in members:
+        if disk.get('digest') and digests_name not in members:
+            # the content check below must not be skippable
+            raise bundle.BundleError('the record has digests of disk %s; '
+                                     'the bundle has no %s'
+                                     % (target, digests_name))
+        if disk.get('digest'):
+            bundle_digests.rebuild(
+                members[digests_name], os.path.join(directory, digests_name),
+                self.store.local_path(base, digests_name)
+                if base is not None else None)
             check = verify.check_copy(
                 copy, path, os.path.join(directory, digests_name))
             if check.status != verify.OK:
@@ -352,5 +423,3 @@ class ExportOps(object):
             disk['digest'] = dict(disk['digest'], location=location,
                                   root=digest.root(size, vsize, done),
                                   clusters=len(done), hashed_bytes=hashed)
-        if digests_name in members:
-            os.unlink(os.path.join(directory, digests_name))

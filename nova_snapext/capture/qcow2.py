@@ -149,13 +149,13 @@ def is_zero(entry):
     return not entry & COMPRESSED and entry & ZERO
 
 
-def cluster_bytes(read, header, entry, length):
-    """The first ``length`` bytes the guest reads from a mapped cluster."""
+def cluster_bytes(read, header, entry, length, start=0):
+    """``length`` bytes the guest reads in a mapped cluster, from ``start``."""
     if entry & COMPRESSED:
-        return _decompressed(read, header, entry, length)
+        return _decompressed(read, header, entry, start + length)[start:]
     if entry & ZERO:
         return bytes(length)
-    data = read(entry & OFFSET_MASK, length)
+    data = read((entry & OFFSET_MASK) + start, length)
     # a truncated file reads short: pad, so the digest (not an exception)
     # says the content is wrong
     return data + bytes(length - len(data))
@@ -224,8 +224,8 @@ class File(object):
     def snapshot_tables(self, snap):
         return l2_offsets(self.read, snap.l1_table_offset, snap.l1_size)
 
-    def cluster_bytes(self, entry, length):
-        return cluster_bytes(self.read, self.header, entry, length)
+    def cluster_bytes(self, entry, length, start=0):
+        return cluster_bytes(self.read, self.header, entry, length, start)
 
     def _backing_file(self):
         if self._backing is None and self.header.backing_file:

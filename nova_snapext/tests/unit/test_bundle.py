@@ -18,6 +18,7 @@ import testtools
 from nova_snapext import bundle
 from nova_snapext.capture import digest
 from nova_snapext.capture import engine as engine_mod
+from nova_snapext.capture import export
 from nova_snapext.capture import qcow2_stream
 from nova_snapext.capture import verify
 from nova_snapext import exception
@@ -29,6 +30,7 @@ _run = qemu_tools.run
 _io = qemu_tools.qemu_io
 
 UUID = '6f1c7c1e-0000-4000-8000-000000000001'
+DIGESTS = 'disks/vda.digests'
 MIB = 1 << 20
 
 
@@ -51,17 +53,20 @@ def _engine(root):
                              conn=object())
 
 
-def _with_disk(members, disk):
-    """The bundle with ``disk`` as vda, its index entry made to match."""
-    members = [(i, disk if i.name == 'disks/vda.qcow2' else d)
-               for i, d in members]
+def _with_member(members, name, data):
+    """The bundle with ``data`` as ``name``, its index entry made to match."""
+    members = [(i, data if i.name == name else d) for i, d in members]
 
     def fix(index):
         for m in index['members']:
-            if m['name'] == 'disks/vda.qcow2':
-                m.update(bytes=len(disk),
-                         sha256=hashlib.sha256(disk).hexdigest())
+            if m['name'] == name:
+                m.update(bytes=len(data),
+                         sha256=hashlib.sha256(data).hexdigest())
     return _with_index(members, fix)
+
+
+def _with_disk(members, disk):
+    return _with_member(members, 'disks/vda.qcow2', disk)
 
 
 def _members(data):
@@ -86,6 +91,66 @@ def _with_index(members, edit):
     return [(members[0][0], json.dumps(index).encode())] + members[1:]
 
 
+def _clusters(found):
+    return [(c.index, c.kind) for c in found]
+
+
+class ClusterRuleTest(testtools.TestCase):
+    """Which bundle clusters a disk state needs, across cluster sizes."""
+
+    DATA, ZERO = qcow2_stream.DATA, qcow2_stream.ZERO
+    KIB64, KIB16, KIB4 = 16, 14, 12
+
+    def test_delta_in_smaller_clusters(self):
+        state = {0: 0x50000, 2: 0x60000, 3: 1, 5: 0x70000}
+        base = {0: 0x50000, 2: 0x40000, 3: 0x30000, 4: 0x20000}
+        found = export.changed_clusters(state, base, False, self.KIB64,
+                                        self.KIB16, 8 * MIB)
+        # 2 rewritten, 3 zeroed, 4 discarded (no backing: zeros), 5 new;
+        # 0 is the same cluster in both: not in the delta
+        self.assertEqual(
+            [(i, self.DATA) for i in range(8, 12)] +
+            [(i, self.ZERO) for i in range(12, 20)] +
+            [(i, self.DATA) for i in range(20, 24)], _clusters(found))
+
+    def test_discarded_over_a_backing_file_reads_the_backing_file(self):
+        found = export.changed_clusters({}, {4: 0x20000}, True, self.KIB64,
+                                        self.KIB64, 8 * MIB)
+        self.assertEqual([(4, self.DATA)], _clusters(found))
+
+    def test_small_disk_clusters_in_a_larger_bundle_cluster(self):
+        # 4 KiB clusters 4-7 make bundle cluster 1: what the guest reads
+        # there is zeros only if none of the four holds data
+        base = {5: 0x9000}
+        self.assertEqual([(1, self.ZERO)], _clusters(
+            export.changed_clusters({5: 1}, base, False, self.KIB4,
+                                    self.KIB16, MIB)))
+        self.assertEqual([(1, self.DATA)], _clusters(
+            export.changed_clusters({5: 1, 6: 0x8000},
+                                    {5: 0x9000, 6: 0x8000}, False,
+                                    self.KIB4, self.KIB16, MIB)))
+        # unmapped, over a backing file: not known to be zeros
+        self.assertEqual([(1, self.DATA)], _clusters(
+            export.changed_clusters({5: 1}, base, True, self.KIB4,
+                                    self.KIB16, MIB)))
+
+    def test_standalone_leaves_out_zeros_and_clips_at_the_end(self):
+        # a 100 KiB disk: its second 64 KiB cluster holds 36 KiB
+        found = export.changed_clusters({0: 1, 1: 0x10000}, None, False,
+                                        self.KIB64, self.KIB16, 100 << 10)
+        self.assertEqual([(4, self.DATA), (5, self.DATA), (6, self.DATA)],
+                         _clusters(found))
+
+    def test_small_cluster_bits(self):
+        gib = 1 << 30
+        self.assertEqual(14, qcow2_stream.small_cluster_bits(8 * MIB))
+        self.assertEqual(14, qcow2_stream.small_cluster_bits(64 * gib))
+        self.assertEqual(15, qcow2_stream.small_cluster_bits(64 * gib + 1))
+        self.assertEqual(16, qcow2_stream.small_cluster_bits(512 * gib + 1))
+        self.assertRaises(ValueError, qcow2_stream.small_cluster_bits,
+                          4096 * gib + 1)
+
+
 @testtools.skipUnless(shutil.which('qemu-img') and shutil.which('qemu-io'),
                       'needs qemu-img and qemu-io')
 class BundleTest(testtools.TestCase):
@@ -96,24 +161,29 @@ class BundleTest(testtools.TestCase):
         self.src = _engine(os.path.join(self.dir, 'a'))
         self.dst = _engine(os.path.join(self.dir, 'b'))
         self.disk = os.path.join(self.dir, 'disk')
-        _run('qemu-img', 'create', '-q', '-f', 'qcow2', self.disk, '8M')
-        _io(self.disk, 'write -P 0xaa 64k 128k', 'write -z 1M 64k',
-            'write -P 0x33 3M 10k')
-        self._take('s1', None)
-        _io(self.disk, 'write -P 0xbb 64k 64k', 'write -P 0xcc 2M 64k',
-            'write -z 3M 64k')
-        self._take('s2', 's1')
-        _io(self.disk, 'write -P 0xdd 0 64k')  # the live state differs
+        self._two_states(self.disk, 's')
 
-    def _take(self, sid, parent):
+    def _two_states(self, disk, prefix, options=()):
+        """Snapshots <prefix>1 and <prefix>2 of a new 8 MiB ``disk``."""
+        _run(*(['qemu-img', 'create', '-q', '-f', 'qcow2'] + list(options) +
+               [disk, '8M']))
+        _io(disk, 'write -P 0xaa 64k 128k', 'write -z 1M 64k',
+            'write -P 0x33 3M 10k')
+        self._take(prefix + '1', None, disk)
+        _io(disk, 'write -P 0xbb 64k 64k', 'write -P 0xcc 2M 64k',
+            'write -z 3M 64k', 'write -P 0xee 5M 4k')
+        self._take(prefix + '2', prefix + '1', disk)
+        _io(disk, 'write -P 0xdd 0 64k')  # the live state differs
+
+    def _take(self, sid, parent, disk):
         name = 'snapext-' + sid
-        _run('qemu-img', 'snapshot', '-c', name, self.disk)
+        _run('qemu-img', 'snapshot', '-c', name, disk)
         store = self.src.store
         staging = store.stage(UUID, sid)
         memory = os.path.join(staging, 'memory.save')
         with open(memory, 'wb') as f:
             f.write(b'memory of ' + sid.encode() * 1000)
-        size, vsize, done, hashed = verify.digest_state(self.disk, name)
+        size, vsize, done, hashed = verify.digest_state(disk, name)
         with open(os.path.join(staging, 'vda.digests'), 'wb') as f:
             f.write(digest.encode(size, vsize, done))
         with open(memory, 'rb') as f:
@@ -124,7 +194,7 @@ class BundleTest(testtools.TestCase):
                     'bytes': len(mem),
                     'sha256': hashlib.sha256(mem).hexdigest()},
             nova={'flavor': {'name': 'm1.tiny'}},
-            disks=[{'target': 'vda', 'role': 'root', 'path': self.disk,
+            disks=[{'target': 'vda', 'role': 'root', 'path': disk,
                     'format': 'qcow2', 'virtual_size': 8 * MIB,
                     'snapshot': name, 'backing': None,
                     'digest': {'algorithm': digest.ALGORITHM,
@@ -167,17 +237,93 @@ class BundleTest(testtools.TestCase):
     def test_a_delta_applies_on_its_imported_base(self):
         full, _ = self._export('s2')
         delta, index = self._export('s2', since='s1')
-        # only what changed since s1: 64k, 2M and the zeroed 3M
+        # only what changed since s1, in 16 KiB clusters: 64k, 2M and 5M
+        # (a 64 KiB cluster of the disk each), the zeroed 3M
         disk = [m for m in index['members'] if m['kind'] == 'disk'][0]
         self.assertEqual('disks/vda.qcow2', disk['base'])
         self.assertLess(len(delta), len(full))
-        self.assertEqual((3 + 1 + 1 + 2) * qcow2_stream.CLUSTER_SIZE,
-                         disk['bytes'])
+        self.assertEqual((3 + 1 + 1 + 3 * 4) * 16384, disk['bytes'])
+        # the digests of the four clusters that changed, not all six
+        digests = dict((i.name, d) for i, d in _members(delta))[DIGESTS]
+        self.assertEqual([1, 32, 48, 80], [
+            d.index for d in digest.decode(digests)[2]])
+        self.assertEqual(DIGESTS, [m for m in index['members']
+                                   if m['name'] == DIGESTS][0]['base'])
         self._import(self._export('s1')[0])
         record = self._import(delta)
         path = record['disks'][0]['path']
         self.assertEqual(_raw(self.disk, 'snapext-s2'), _raw(path))
         self.assertEqual('s1', record['imported']['since'])
+        self.assertEqual('ok', self.dst.verify('s2')['result'])
+
+    def test_a_chain_of_deltas(self):
+        _io(self.disk, 'write -P 0x11 2M 64k', 'discard 64k 64k')
+        self._take('s3', 's2', self.disk)
+        for sid, since in [('s1', None), ('s2', 's1'), ('s3', 's2')]:
+            record = self._import(self._export(sid, since)[0])
+            self.assertEqual(_raw(self.disk, 'snapext-' + sid),
+                             _raw(record['disks'][0]['path']), sid)
+            self.assertEqual('ok', self.dst.verify(sid)['result'])
+
+    def _delta_digests_refused(self, edit, why):
+        self._import(self._export('s1')[0])
+        members = _members(self._export('s2', since='s1')[0])
+        size, vsize, changes = digest.decode(
+            dict((i.name, d) for i, d in members)[DIGESTS])
+        crafted = _with_member(members, DIGESTS, digest.encode(
+            size, vsize, edit(changes)))
+        exc = self.assertRaises(bundle.BundleError, self._import,
+                                _tar(crafted))
+        self.assertIn(why, str(exc))
+        self.assertRaises(exception.NotFound, self.dst.store.get, 's2')
+
+    def test_a_delta_leaving_out_a_change_of_digests_is_refused(self):
+        self._delta_digests_refused(
+            lambda changes: changes[1:],
+            'does not match the root its record holds')
+
+    def test_a_delta_on_a_base_without_its_exported_digests_is_refused(self):
+        self._import(self._export('s1')[0])
+        os.unlink(self.dst.store.local_path(self.dst.store.get('s1'),
+                                            DIGESTS))
+        exc = self.assertRaises(bundle.BundleError, self._import,
+                                self._export('s2', since='s1')[0])
+        self.assertIn('keeps no disks/vda.digests', str(exc))
+        self.assertNothingStaged()
+
+    def test_digest_changes_in_a_standalone_bundle_are_refused(self):
+        members = _members(self._export('s1')[0])
+        self._refused(_with_index(members, lambda x: [
+            m.update(base=DIGESTS) for m in x['members']
+            if m['name'] == DIGESTS]), 'holds changes to')
+
+    def test_disks_of_other_cluster_sizes(self):
+        backing = os.path.join(self.dir, 'backing.raw')
+        with open(backing, 'wb') as f:
+            f.write(b'\x5a' * (6 * MIB))  # 6 MiB of data under an 8 MiB disk
+        for prefix, options in [
+                ('k4-', ['-o', 'cluster_size=4096']),
+                ('m2-', ['-o', 'cluster_size=2M']),
+                ('b4-', ['-o', 'cluster_size=4096', '-F', 'raw', '-b',
+                         backing])]:
+            disk = os.path.join(self.dir, prefix + 'disk')
+            self._two_states(disk, prefix, options)
+            for sid, since in [(prefix + '1', None),
+                               (prefix + '2', prefix + '1')]:
+                record = self._import(self._export(sid, since)[0])
+                path = record['disks'][0]['path']
+                self.assertEqual(_raw(disk, 'snapext-' + sid), _raw(path),
+                                 sid)
+                self.assertEqual('ok', self.dst.verify(sid)['result'])
+
+    def test_a_disk_larger_than_a_bundle_disk_is_refused(self):
+        disk = os.path.join(self.dir, 'huge')
+        _run('qemu-img', 'create', '-q', '-f', 'qcow2', disk, '5T')
+        self._take('huge', None, disk)
+        exc = self.assertRaises(exception.InvalidRequest, self._export,
+                                'huge')
+        self.assertIn('disk vda: a disk of 5497558138880 bytes is larger',
+                      str(exc))
 
     def test_a_delta_without_its_base_is_refused(self):
         delta, _ = self._export('s2', since='s1')
@@ -260,6 +406,14 @@ class BundleTest(testtools.TestCase):
         disk = dict((i.name, d) for i, d in other)['disks/vda.qcow2']
         self._refused(_with_disk(members, disk),
                       "disk vda does not hold the snapshot's state")
+
+    def test_a_disk_without_its_digests_is_refused(self):
+        # the record has digests: the content check cannot be left out
+        members = _members(self._export('s1')[0])
+        kept = [(i, d) for i, d in members if i.name != 'disks/vda.digests']
+        self._refused(_with_index(kept, lambda x: x.update(members=[
+            m for m in x['members'] if m['name'] != 'disks/vda.digests'])),
+            'the bundle has no disks/vda.digests')
 
     def test_not_a_tar(self):
         exc = self.assertRaises(bundle.BundleError, self._import,

@@ -145,3 +145,35 @@ class FirstDifferenceTest(testtools.TestCase):
                          digest.first_difference(want, want[:2]).why)
         self.assertIn('not when it was taken', digest.first_difference(
             want[:2], want).why)
+
+
+class ChangesTest(testtools.TestCase):
+    """A delta bundle's digests: only what changed, whole again on import."""
+
+    base = [digest.Digested(0, 0x100, b'a' * 32),
+            digest.Digested(3, 0x200, b'b' * 32),
+            digest.Digested(5, 0x300, b'c' * 32)]
+    state = [digest.Digested(0, 0x100, b'a' * 32),
+             digest.Digested(3, 0x400, b'd' * 32),
+             digest.Digested(7, 0x500, b'e' * 32)]
+
+    def test_only_what_changed_and_what_went(self):
+        # 0: same host cluster, same digest; 3: rewritten; 5: discarded;
+        # 7: new
+        self.assertEqual([digest.Digested(3, 0x400, b'd' * 32),
+                          digest.Digested(5, 0, bytes(32)),
+                          digest.Digested(7, 0x500, b'e' * 32)],
+                         digest.changes(self.base, self.state))
+
+    def test_applied_gives_the_whole_list_and_its_root(self):
+        whole = digest.applied(self.base,
+                               digest.changes(self.base, self.state))
+        self.assertEqual(self.state, whole)
+        self.assertEqual(digest.root(CS, 8 * CS, self.state),
+                         digest.root(CS, 8 * CS, whole))
+
+    def test_a_change_left_out_does_not_give_the_root(self):
+        partial = digest.changes(self.base, self.state)[1:]
+        self.assertNotEqual(
+            digest.root(CS, 8 * CS, self.state),
+            digest.root(CS, 8 * CS, digest.applied(self.base, partial)))
