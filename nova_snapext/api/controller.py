@@ -258,8 +258,9 @@ class Controller(object):
         try:
             # A revert happens on the instance's host: its agent has the
             # record or there is nothing to revert to.
-            record = self.agent.get(context.to_dict(), instance.host,
-                                    snapshot_id)['manifest']
+            record = self.agent.get(
+                context.to_dict(), instance.host, snapshot_id,
+                timeout=self.conf.snapext.rpc_lookup_timeout)['manifest']
         except exception.BrokenRecord as exc:
             if exc.instance_uuid != instance.uuid:
                 record = None

@@ -6,7 +6,8 @@ createImage is named by its Glance image (``snapext_manifest``, with the
 host in ``snapext_host``), so one Glance query finds its host.  One that no
 image names (taken by the snapext CLI or by a Cinder group snapshot, or
 whose image was deleted) is looked for on every enabled nova-compute host
-that is up, each agent given ``[snapext] rpc_lookup_timeout`` to answer.
+that is up.  Each agent is given ``[snapext] rpc_lookup_timeout`` to
+answer: a GET must not wait a minute on a dead agent.
 """
 
 from oslo_log import log as logging
@@ -47,9 +48,9 @@ class Locator(object):
         :raises AgentUnavailable: no host that answered holds it, and some
             did not answer (it may be on one of them)
         """
-        named = self._image_hosts(context, snapshot_id)
+        timeout = self.conf.snapext.rpc_lookup_timeout
         silent = []
-        for host, timeout in self._candidates(context, named):
+        for host in self._candidates(context, snapshot_id):
             try:
                 return self.agent.get(context.to_dict(), host, snapshot_id,
                                       timeout=timeout)
@@ -69,14 +70,14 @@ class Locator(object):
                 'no answer from %s' % (snapshot_id, ', '.join(silent)))
         raise exception.NotFound('snapshot %s not found' % snapshot_id)
 
-    def _candidates(self, context, named):
-        """(host, RPC timeout): the hosts images name, then the others."""
+    def _candidates(self, context, snapshot_id):
+        """The hosts the snapshot's images name, then the others."""
+        named = self._image_hosts(context, snapshot_id)
         for host in named:
-            yield host, None
-        lookup = self.conf.snapext.rpc_lookup_timeout
+            yield host
         for host in self._compute_hosts(context):
             if host not in named:
-                yield host, lookup
+                yield host
 
     def _image_hosts(self, context, snapshot_id):
         """Hosts named by the images of the snapshot the caller can see."""
