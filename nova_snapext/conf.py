@@ -87,6 +87,17 @@ RPC_OPTS = [
                     'turns the call monitor off (a caller of a dead agent '
                     'then waits rpc_capture_timeout); values under 2 count '
                     'as 2, the shortest oslo.messaging heartbeats.'),
+    cfg.IntOpt('rpc_lookup_timeout', default=10, min=1,
+               help='Seconds nova-api waits for a compute host\'s agent to '
+                    'answer whether it holds a snapshot (show, delete, '
+                    'revert).  It asks the host the snapshot\'s Glance '
+                    'image names; '
+                    'for a snapshot no image names (one taken by the '
+                    'snapext CLI or by a Cinder group snapshot, or whose '
+                    'image was deleted) it asks the agent of every enabled '
+                    'nova-compute host that is up, one after the other.  '
+                    'An agent that does not answer within this time is '
+                    'skipped.'),
     cfg.IntOpt('max_freeze_ms', default=60000, min=100,
                help='Upper bound of the timeout_ms a caller may give freeze: '
                     'the agent\'s watchdog thaws a guest no later than this '

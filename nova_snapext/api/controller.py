@@ -1,11 +1,13 @@
 """What the snapext endpoints do, once the filter has routed a request.
 
-Reads (the tree, a record) come from the snapshot store, which is the
-index of snapshots.  Mutations (revert, delete, a volume-backed capture) go
-over RPC to the snapext agent on the instance's host.  A snapshot belongs
-to its instance: every request resolves the instance through Nova's
-compute API, which hides other projects' instances from non-admins, so
-someone else's snapshot is a 404 exactly like one that does not exist.
+nova-api reads no snapshot store: everything goes over RPC to the snapext
+agent on a compute host.  The tree is the agent's answer on the instance's
+host; a record is found through its Glance image or by asking the compute
+hosts (:mod:`locate`).  When the agent that holds the answer is down, the
+tree and a record are a 503: nova-api has no copy to serve.  A snapshot
+belongs to its instance: every request resolves the instance through
+Nova's compute API, which hides other projects' instances from non-admins,
+so someone else's snapshot is a 404 exactly like one that does not exist.
 """
 
 import contextlib
@@ -26,6 +28,7 @@ from oslo_utils import uuidutils
 import webob.exc
 
 from nova_snapext.api import faults
+from nova_snapext.api import locate
 from nova_snapext.api import policies
 from nova_snapext.api import schemas
 from nova_snapext.api import views
@@ -56,15 +59,23 @@ def _conflict(action, server_id, attr, state):
                         % (action, server_id, attr, state))
 
 
+def _check_on_host(instance):
+    # Its snapshots are known to its host's agent only (a shelved
+    # server has no host).
+    if not instance.host:
+        raise faults.Fault(409, 'Instance %s is not on a compute host.'
+                           % instance.uuid)
+
+
 class Controller(object):
 
-    def __init__(self, conf, store, compute_api, image_api, agent,
+    def __init__(self, conf, compute_api, image_api, agent, host_api,
                  volume_api=None):
         self.conf = conf
-        self.store = store
         self.compute_api = compute_api
         self.image_api = image_api
         self.agent = agent
+        self.locator = locate.Locator(conf, image_api, agent, host_api)
         self._volume_api = volume_api
 
     @property
@@ -82,44 +93,23 @@ class Controller(object):
             raise faults.Fault(404, exc.format_message())
 
     def _snapshot(self, context, snapshot_id):
-        """The record and its instance; 404 for anyone who may not see it.
+        """The record, its instance; 404 for anyone who may not see it.
 
-        A broken record is returned as its exception.BrokenRecord; its
-        instance is the one whose records hold it.
+        :returns: (the agent's ``get`` answer {'manifest', 'reason'}, or
+            the record's exception.BrokenRecord, whose instance is the one
+            whose records hold it; the instance)
         """
         not_found = faults.Fault(
             404, 'Snapshot %s could not be found.' % snapshot_id)
         try:
-            try:
-                record = self.store.get(snapshot_id)
-                instance_uuid = record['instance_uuid']
-            except exception.BrokenRecord as exc:
-                record, instance_uuid = exc, exc.instance_uuid
+            answer = self.locator.find(context, snapshot_id)
+            instance_uuid = (answer.instance_uuid
+                             if isinstance(answer, exception.BrokenRecord)
+                             else answer['manifest']['instance_uuid'])
             instance = self.compute_api.get(context, instance_uuid)
         except (exception.NotFound, nova_exception.InstanceNotFound):
             raise not_found
-        return record, instance
-
-    def _host_view(self, context, instance):
-        """(current id, {snapshot id: unavailable reason or None}).
-
-        Only the host can tell whether a disk still holds a snapshot's
-        state, so this asks the agent; when it cannot answer, the records
-        are still served, with no current position and reasons None (the
-        view says their state is unknown).
-        """
-        if not instance.host:
-            return None, {}
-        try:
-            host_tree = self.agent.tree(context.to_dict(), instance.host,
-                                        instance.uuid)
-        except Exception as exc:
-            if faults.snapext_class(exc) is None:
-                raise
-            LOG.warning('snapshot states of %s unknown: %s',
-                        instance.uuid, exc)
-            return None, None
-        return host_tree['current'], views.reasons(host_tree['snapshots'])
+        return answer, instance
 
     def _check_state(self, context, instance, action, vm_states_ok):
         if instance.locked and not context.is_admin:
@@ -131,9 +121,7 @@ class Controller(object):
         if instance.vm_state not in vm_states_ok:
             raise _conflict(action, instance.uuid, 'vm_state',
                             instance.vm_state)
-        if not instance.host:
-            raise faults.Fault(409, 'Instance %s is not on a compute host.'
-                               % instance.uuid)
+        _check_on_host(instance)
 
     @contextlib.contextmanager
     def _task_state(self, context, instance, action, task_state):
@@ -174,25 +162,34 @@ class Controller(object):
     # -- endpoints -----------------------------------------------------------
 
     def tree(self, context, server_id):
+        """The tree as the instance's host tells it (503 if it cannot)."""
         instance = self._instance(context, server_id)
         policies.authorize(context, policies.INDEX, instance)
-        records = self.store.list(instance.uuid)
-        current, reasons = self._host_view(context, instance)
-        return views.tree(instance.uuid, records, current, reasons,
-                          self.store.broken(instance.uuid))
+        _check_on_host(instance)
+        host_tree = self.agent.tree(context.to_dict(), instance.host,
+                                    instance.uuid)
+        if 'records' not in host_tree:
+            raise exception.AgentUnavailable(
+                'the snapext agent on host %s is older than RPC 2.2: its '
+                'tree has no records' % instance.host)
+        return views.tree(instance.uuid, host_tree['records'],
+                          host_tree['current'],
+                          views.reasons(host_tree['snapshots']),
+                          host_tree['broken'])
 
     def show(self, context, snapshot_id, verification=False):
         """The record; with ``verification``, its last check (1.1)."""
-        record, instance = self._snapshot(context, snapshot_id)
+        answer, instance = self._snapshot(context, snapshot_id)
         policies.authorize(context, policies.SHOW, instance)
-        if isinstance(record, exception.BrokenRecord):
-            return views.broken_snapshot(record)
-        _, reasons = self._host_view(context, instance)
-        return views.snapshot(record, reasons, verification)
+        if isinstance(answer, exception.BrokenRecord):
+            return views.broken_snapshot(answer)
+        record = answer['manifest']
+        return views.snapshot(record, {record['id']: answer['reason']},
+                              verification)
 
     def delete(self, context, snapshot_id):
-        record, instance = self._snapshot(context, snapshot_id)
-        broken = isinstance(record, exception.BrokenRecord)
+        answer, instance = self._snapshot(context, snapshot_id)
+        broken = isinstance(answer, exception.BrokenRecord)
         policies.authorize(context, policies.DELETE_BROKEN if broken
                            else policies.DELETE, instance)
         self._check_state(context, instance, DELETE_ACTION, DELETABLE)
@@ -203,7 +200,7 @@ class Controller(object):
                               {'snapshot_id': snapshot_id})
         if not broken:
             # A broken record's image id cannot be trusted.
-            self._delete_image(context, record)
+            self._delete_image(context, answer['manifest'])
 
     def _delete_image(self, context, record):
         """Delete the image createImage made for a deleted snapshot.
@@ -257,8 +254,13 @@ class Controller(object):
         snapshot_id = body[REVERT_ACTION]['snapshot_id']
         instance = self._instance(context, server_id)
         policies.authorize(context, policies.REVERT, instance)
+        _check_on_host(instance)
         try:
-            record = self.store.get(snapshot_id)
+            # A revert happens on the instance's host: its agent has the
+            # record or there is nothing to revert to.
+            record = self.agent.get(
+                context.to_dict(), instance.host, snapshot_id,
+                timeout=self.conf.snapext.rpc_lookup_timeout)['manifest']
         except exception.BrokenRecord as exc:
             if exc.instance_uuid != instance.uuid:
                 record = None
@@ -406,7 +408,7 @@ class Controller(object):
                                               volume_bdms, snapshots, name,
                                               metadata)
                 image_meta['properties'].update(virt_policy.image_properties(
-                    record, instance.host, self.store.name))
+                    record, instance.host, self.conf.snapext.store))
                 image_meta['id'] = image_id
                 self.image_api.create(context, image_meta)
             except Exception:

@@ -41,7 +41,6 @@ from nova_snapext.api import microversion
 from nova_snapext.api import schemas
 from nova_snapext import conf as snapext_conf
 from nova_snapext.rpc import api as rpc_api
-from nova_snapext import stores
 
 LOG = logging.getLogger(__name__)
 
@@ -67,8 +66,8 @@ class SnapextFilter(object):
         # pipeline, and an RPC transport must not cross a fork.
         if self._controller is None:
             self._controller = controller_mod.Controller(
-                self.conf, stores.load(self.conf.snapext.store, self.conf),
-                compute_api.API(), glance.API(), rpc_api.AgentAPI(self.conf))
+                self.conf, compute_api.API(), glance.API(),
+                rpc_api.AgentAPI(self.conf), compute_api.HostAPI())
         return self._controller
 
     @webob.dec.wsgify

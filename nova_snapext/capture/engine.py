@@ -162,18 +162,35 @@ class Engine(take.TakeOps, restore.RestoreOps, revert.RevertOps,
                    if head in by_id else {})
         return states.current_snapshot(head, by_id, reasons)
 
-    def tree(self, domain):
-        guest = guest_mod.Guest(self._lookup(domain))
-        manifests = self.store.list(guest.uuid)
+    def tree(self, domain, records=False):
+        """The snapshot tree of an instance, each node with its state.
+
+        An instance uuid with no domain on this host (the server is
+        shelved, or its domain is not defined yet) still has its records
+        here, each one unavailable for that reason.
+
+        :param records: also give the validated records ('records') and the
+            broken ones ('broken'), for a caller with no access to the
+            store (nova-api builds its answers from them)
+        """
+        if uuidutils.is_uuid_like(domain):
+            guest = self._guest_or_none(domain)
+            uuid = domain
+        else:
+            guest = guest_mod.Guest(self._lookup(domain))
+            uuid = guest.uuid
+        manifests = self.store.list(uuid)
+        broken = self.store.broken(uuid)
         reasons = {m['id']: self._unavailable_reason(m, guest)
                    for m in manifests}
         current = states.current_snapshot(
-            self.store.head(guest.uuid), {m['id']: m for m in manifests},
-            reasons)
-        return {'instance_uuid': guest.uuid, 'current': current,
-                'snapshots': manifest_mod.tree(
-                    manifests, current, reasons,
-                    self.store.broken(guest.uuid))}
+            self.store.head(uuid), {m['id']: m for m in manifests}, reasons)
+        tree = {'instance_uuid': uuid, 'current': current,
+                'snapshots': manifest_mod.tree(manifests, current, reasons,
+                                               broken)}
+        if records:
+            tree.update(records=manifests, broken=broken)
+        return tree
 
     # -- what Nova's own operations tell the records --
 

@@ -70,7 +70,7 @@ def _active_disks(dom, targets=None):
 class AgentEndpoint(object):
     """The agent's RPC methods; see api.AgentAPI for the contract."""
 
-    target = messaging.Target(version='2.1')
+    target = messaging.Target(version='2.2')
 
     def __init__(self, conf, engine, host):
         self.conf = conf
@@ -330,7 +330,9 @@ class AgentEndpoint(object):
 
     @_operation('tree')
     def tree(self, op, instance):
-        return self.engine.tree(instance)
+        # With the records (2.2): the caller may have no access to the
+        # store; a 2.0 caller ignores the keys it does not know.
+        return self.engine.tree(instance, records=True)
 
     @_operation('status')
     def status(self, op, op_id):
@@ -385,6 +387,14 @@ class AgentEndpoint(object):
                 spec['cinder_snapshot_id'])
         return {'snapshot_id': record['id'], 'target': disk['target'],
                 'name': disk['snapshot']}
+
+    # -- 2.2 ------------------------------------------------------------------
+
+    @_operation('get')
+    def get(self, op, snapshot_id):
+        record = self.engine.store.get(snapshot_id)
+        _, reason = self.engine.availability(record)
+        return {'manifest': record, 'reason': reason}
 
     def _thaw_all(self):
         """Thaw every guest this agent froze (on stop)."""

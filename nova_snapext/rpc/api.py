@@ -22,6 +22,10 @@ class AgentAPI(object):
       records with each one's availability, which only the host can tell).
     * 2.1 - Add release (drop internal snapshots Cinder owns from an
       instance's disks) and adopt (Cinder takes over one disk of a record).
+    * 2.2 - tree also answers the validated records ('records') and the
+      broken ones ('broken'), and a uuid with no domain on the host has a
+      tree; add get (one record with its availability).  With them
+      nova-api serves the snapext API without reading any store.
 
     Not a version change: the long calls (capture, revert, delete, release)
     are made with oslo.messaging's ``call_monitor_timeout`` ([snapext]
@@ -46,7 +50,7 @@ class AgentAPI(object):
     """
 
     VERSION_ALIASES = {}
-    LATEST = '2.1'
+    LATEST = '2.2'
 
     def __init__(self, conf, transport=None):
         self.conf = conf
@@ -199,9 +203,27 @@ class AgentAPI(object):
 
         Only the host can tell whether a disk still holds a snapshot.
         :returns: {'instance_uuid', 'current', 'snapshots': [nodes with
-            'state' (available, unavailable) and 'reason']}
+            'state' (available, unavailable) and 'reason'], 'records': the
+            validated records, 'broken': [{'id', 'instance_uuid',
+            'reason'}] of those that cannot be used}; the last two from a
+            2.2 agent only
         """
-        return self._call(ctxt, host, 'tree', instance=instance)
+        # The same call; sent as 2.2 it insists on the records.
+        version = '2.2' if self.client.can_send_version('2.2') else '2.0'
+        return self._call(ctxt, host, 'tree', version=version,
+                          instance=instance)
+
+    def get(self, ctxt, host, snapshot_id, timeout=None):
+        """One record, with whether it can be reverted to now.
+
+        :param timeout: seconds to wait instead of [snapext] rpc_timeout
+        :returns: {'manifest': the validated record, 'reason': why it
+            cannot be reverted to now, or None}
+        :raises NotFound: the host has no such record
+        :raises BrokenRecord: the record cannot be used
+        """
+        return self._call(ctxt, host, 'get', version='2.2', timeout=timeout,
+                          snapshot_id=snapshot_id)
 
     def release(self, ctxt, host, spec):
         """Drop internal snapshots from disks of a running instance.

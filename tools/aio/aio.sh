@@ -134,8 +134,12 @@ snapext_hash_of() {
 }
 
 gunicorn_service() {
-    # name port module workers config-files... -- env...
+    # [LAUNCHER="cmd args"] gunicorn_service name port module workers venv
+    #     config-files... -- env...
+    # LAUNCHER: words put before gunicorn (it must exec it).
     local name=$1 port=$2 module=$3 workers=$4 venv=${5:-$VENV}
+    local launcher=()
+    read -ra launcher <<<"${LAUNCHER:-}"
     shift 5
     local files=() envs=()
     while [[ $# -gt 0 && "$1" != -- ]]; do files+=("$1"); shift; done
@@ -150,7 +154,7 @@ gunicorn_service() {
     # which keystoneauth does not retry.  A keep-alive longer than any
     # poll interval (as a load balancer in front of the APIs has) closes
     # that window.
-    local cmd=("$venv/bin/gunicorn" --pythonpath "$AIO_HERE/wsgi"
+    local cmd=("${launcher[@]}" "$venv/bin/gunicorn" --pythonpath "$AIO_HERE/wsgi"
                --chdir "$RUN" --bind "127.0.0.1:$port" --workers "$workers"
                --threads 4 --timeout 600 --graceful-timeout 5 --keep-alive 75
                --name "$name"
@@ -677,7 +681,13 @@ start_nova() {
         nova_manage cell_v2 create_cell --name cell1 >>"$LOGS/nova-create-cell.log" 2>&1
     fi
     once nova-db-sync nova_manage db sync
-    gunicorn_service nova-api 8774 aio_nova 2 "$VENV" \
+    # nova-api sees no snapext store (tools/aio/without-store.sh): it
+    # serves the snapext API over RPC, as on a controller of its own.
+    local store
+    store=$(iniget "$cpu" snapext file_store_path)
+    [[ -n "$store" ]] || die "no [snapext] file_store_path in $cpu"
+    LAUNCHER="$AIO_HERE/without-store.sh $store" \
+        gunicorn_service nova-api 8774 aio_nova 2 "$VENV" \
         "$conf" "$ETC/nova/api-paste.ini" -- OS_NOVA_CONFIG_DIR="$ETC/nova" \
         OS_NOVA_CONFIG_FILES="api-paste.ini;nova.conf;nova-api.conf"
     local svc

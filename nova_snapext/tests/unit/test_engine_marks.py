@@ -77,3 +77,17 @@ class RevertWithoutDomainTest(_EngineOnFileStore):
 
     def test_revert_is_a_conflict_without_a_mark(self):
         self.assertRaises(exception.Conflict, self.engine.revert, 's1')
+
+    def test_tree_answers_with_the_records(self):
+        # what the agent answers nova-api (RPC 2.2), the domain gone
+        with open(self.store.local_path(self.store.get('s2'),
+                                        'manifest.json'), 'w') as f:
+            f.write('nonsense')
+        tree = self.engine.tree(self.uuid, records=True)
+        self.assertEqual((self.uuid, None), (tree['instance_uuid'],
+                                             tree['current']))
+        self.assertEqual(['s1'], [m['id'] for m in tree['records']])
+        self.assertEqual(['s2'], [b['id'] for b in tree['broken']])
+        self.assertEqual([('s1', 'unavailable'), ('s2', 'broken')],
+                         [(n['id'], n['state']) for n in tree['snapshots']])
+        self.assertNotIn('records', self.engine.tree(self.uuid))

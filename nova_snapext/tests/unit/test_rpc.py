@@ -73,6 +73,8 @@ class FakeEngine(object):
         self.digests_at_take = []
         self.digested = []
         self.digests_done = threading.Event()
+        self.unavailable = {}
+        self.trees = []
 
     def domain(self, ident):
         try:
@@ -93,6 +95,15 @@ class FakeEngine(object):
         record.update(extra or {})
         self.store.get.side_effect = {record['id']: record}.get
         return record
+
+    def availability(self, record):
+        reason = self.unavailable.get(record['id'])
+        return reason is None, reason
+
+    def tree(self, domain, records=False):
+        self.trees.append((domain, records))
+        return {'instance_uuid': domain, 'current': None, 'snapshots': [],
+                'records': [], 'broken': []}
 
     def record_digests(self, snapshot_id):
         self.digested.append(snapshot_id)
@@ -256,6 +267,48 @@ class RpcOverFakeDriverTest(testtools.TestCase):
         e = self.assertRaises(exception.AgentUnavailable, old.delete, {},
                               'host1', {'snapshot_id': 's1'})
         self.assertIn('version cap is 1.2', str(e))
+
+    def test_get_answers_the_record_with_its_availability(self):
+        record = fakes.record('s1', instance_uuid='uuid-a')
+        self.engine.store.get.side_effect = {'s1': record}.get
+        answer = self.api.get({}, 'host1', 's1')
+        self.assertEqual((record, None), (answer['manifest'],
+                                          answer['reason']))
+        self.engine.unavailable['s1'] = 'disk vda: replaced'
+        answer = self.api.get({}, 'host1', 's1', timeout=2)
+        self.assertEqual('disk vda: replaced', answer['reason'])
+
+    def test_get_raises_as_the_store_does(self):
+        for error in (exception.NotFound('snapshot s1 not found'),
+                      exception.BrokenRecord(snapshot_id='s1',
+                                             instance_uuid='uuid-a',
+                                             reason='not JSON')):
+            self.engine.store.get.side_effect = error
+            e = self.assertRaises(type(error), self.api.get, {}, 'host1',
+                                  's1')
+            self.assertIs(type(error), type(e))
+        self.assertEqual(('s1', 'uuid-a', 'not JSON'),
+                         (e.snapshot_id, e.instance_uuid, e.reason))
+
+    def test_tree_carries_the_records(self):
+        answer = self.api.tree({}, 'host1', 'uuid-a')
+        self.assertEqual(([], []), (answer['records'], answer['broken']))
+        self.assertEqual([('uuid-a', True)], self.engine.trees)
+
+    def test_capped_below_2_2(self):
+        # a 2.1 agent: tree still works (as 2.0, without records), get is
+        # not sent
+        self.conf.set_override('agent_version_cap', '2.1', 'snapext')
+        self.addCleanup(self.conf.clear_override, 'agent_version_cap',
+                        'snapext')
+        old = api.AgentAPI(self.conf, transport=self.service._transport)
+        with mock.patch.object(old.client, 'prepare',
+                               wraps=old.client.prepare) as prepare:
+            old.tree({}, 'host1', 'uuid-a')
+        self.assertEqual('2.0', prepare.call_args[1]['version'])
+        e = self.assertRaises(exception.AgentUnavailable, old.get, {},
+                              'host1', 's1')
+        self.assertIn('version cap is 2.1', str(e))
 
     def test_unexpected_agent_error(self):
         self.engine.take = mock.Mock(side_effect=RuntimeError('boom'))

@@ -1,5 +1,6 @@
-"""Fakes of what the API filter talks to: Nova's compute and image APIs
-and the snapext agent client.  The store is a real file store."""
+"""Fakes of what the API filter talks to: Nova's compute, host and image
+APIs and the snapext agent client.  The agent's store (on its host) is a
+real file store."""
 
 import copy
 import itertools
@@ -99,17 +100,48 @@ class ImageAPI(object):
             properties.pop(key, None)
         return self.images[image_id]
 
+    def get_all(self, context, filters=None):
+        """Images whose properties match ``filters``, as Glance v2 does."""
+        return [copy.deepcopy(image) for image in self.images.values()
+                if all((image.get('properties') or {}).get(k) == v
+                       for k, v in (filters or {}).items())]
+
     def generate_image_url(self, image_id, context):
         return 'http://glance.example/images/%s' % image_id
 
 
-class Agent(object):
-    """The agent client: commits records to the store as the agent does."""
+class HostAPI(object):
+    """nova.compute.api.HostAPI, as far as the services it lists."""
 
-    def __init__(self, store):
+    def __init__(self, hosts=('compute1',)):
+        self.services = [objects.Service(host=host, binary='nova-compute',
+                                         disabled=False) for host in hosts]
+        self.down = set()
+        self.servicegroup_api = self
+
+    def service_get_all(self, context, filters=None, set_zones=False,
+                        all_cells=False, cell_down_support=False):
+        return [s for s in self.services
+                if all(s[k] == v for k, v in (filters or {}).items())]
+
+    def service_is_up(self, service):
+        return service.host not in self.down
+
+
+class Agent(object):
+    """The agent client: commits records to the store as the agent does.
+
+    The store is that of ``host``; the agents of other hosts have none.
+    """
+
+    def __init__(self, store, host='compute1'):
         self.store = store
+        self.host = host
         self.calls = []
+        # raised by capture, revert, delete and tree
         self.error = None
+        # hosts whose agent does not answer
+        self.down = set()
         self.current_id = None
         # {snapshot id: reason} the host reports
         self.unavailable = {}
@@ -120,7 +152,10 @@ class Agent(object):
     def _enter(self, method, ctxt, host, arg):
         assert isinstance(ctxt, dict), 'the context goes over RPC as a dict'
         self.calls.append((method, host, arg))
-        if self.error:
+        if host in self.down:
+            raise exception.AgentUnavailable(
+                'no snapext agent on host %s answered %s' % (host, method))
+        if self.error and method != 'get':
             raise self.error
 
     def capture(self, ctxt, host, spec):
@@ -164,11 +199,25 @@ class Agent(object):
 
     def tree(self, ctxt, host, instance_uuid):
         self._enter('tree', ctxt, host, instance_uuid)
-        records = self.store.list(instance_uuid)
+        records, broken = self._records(host, instance_uuid)
         return {'instance_uuid': instance_uuid, 'current': self.current_id,
                 'snapshots': manifest.tree(
-                    records, self.current_id, self.unavailable,
-                    self.store.broken(instance_uuid))}
+                    records, self.current_id, self.unavailable, broken),
+                'records': records, 'broken': broken}
+
+    def _records(self, host, instance_uuid):
+        if host != self.host:
+            return [], []
+        return (self.store.list(instance_uuid),
+                self.store.broken(instance_uuid))
+
+    def get(self, ctxt, host, snapshot_id, timeout=None):
+        self._enter('get', ctxt, host, snapshot_id)
+        if host != self.host:
+            raise exception.NotFound('snapshot %s not found' % snapshot_id)
+        record = self.store.get(snapshot_id)
+        return {'manifest': record,
+                'reason': self.unavailable.get(snapshot_id)}
 
 
 class VolumeAPI(object):

@@ -58,11 +58,12 @@ class FilterTestCase(testtools.TestCase):
         self.compute = fakes.ComputeAPI()
         self.images = fakes.ImageAPI()
         self.agent = fakes.Agent(self.store)
+        self.hosts = fakes.HostAPI()
         self.volumes = fakes.VolumeAPI()
         self.nova = Downstream()
         self.app = api_filter.SnapextFilter(
             self.nova, CONF, controller.Controller(
-                CONF, self.store, self.compute, self.images, self.agent,
+                CONF, self.compute, self.images, self.agent, self.hosts,
                 self.volumes))
         self.db = fakes.TaskStateDB()
         db = self.db
@@ -104,6 +105,10 @@ class FilterTestCase(testtools.TestCase):
                               'disk_roles': {'vda': {
                                   'role': 'root', 'volume_id': None}},
                               'extra': extra})['manifest']
+
+    def agent_actions(self):
+        """What the agent was asked to do, its lookups left out."""
+        return [c[0] for c in self.agent.calls if c[0] not in ('get', 'tree')]
 
     def assertFault(self, resp, code, name, message=None):
         self.assertEqual(code, resp.status_int, resp.text)
@@ -228,15 +233,15 @@ class TreeAndShowTest(FilterTestCase):
         self.assertEqual(('unavailable', 'disk vda: replaced'),
                          (snap['state'], snap['reason']))
 
-    def test_tree_without_an_agent_answer_has_no_current(self):
+    def test_tree_without_an_agent_answer_is_503(self):
+        # nova-api has no copy of the records to serve instead
         self.snapshot()
-        self.agent.error = exception.AgentUnavailable('no agent')
+        self.agent.down.add('compute1')
         resp = self.request('/servers/%s/snapext-snapshots'
                             % self.server.uuid)
-        self.assertEqual(200, resp.status_int)
-        self.assertIsNone(resp.json_body['current'])
-        [node] = resp.json_body['snapshots']
-        self.assertEqual('unknown', node['state'])
+        self.assertFault(resp, 503, 'serviceUnavailable',
+                         'No snapext agent answered')
+        self.assertNotIn('compute1', resp.text)
 
     def test_tree_of_an_empty_server(self):
         resp = self.request('/servers/%s/snapext-snapshots'
@@ -307,7 +312,7 @@ class TreeAndShowTest(FilterTestCase):
         resp = self.request('/snapext-snapshots/%s' % record['id'],
                             method='DELETE')
         self.assertFault(resp, 404, 'itemNotFound')
-        self.assertEqual(['capture'], [c[0] for c in self.agent.calls])
+        self.assertEqual(['capture'], self.agent_actions())
 
     def test_admin_sees_every_project(self):
         other = self.compute.add(fakes.instance(
@@ -391,7 +396,7 @@ class TreeAndShowTest(FilterTestCase):
                             method='POST', body={'snapextRevert': {
                                 'snapshot_id': record['id']}})
         self.assertFault(resp, 409, 'conflictingRequest', 'broken')
-        self.assertEqual(['capture'], [c[0] for c in self.agent.calls])
+        self.assertEqual(['capture'], self.agent_actions())
 
 
 class DeleteTest(FilterTestCase):
@@ -590,7 +595,7 @@ class RevertTest(FilterTestCase):
         resp = self.revert({'snapextRevert': {'snapshot_id': record['id']}},
                            server=other)
         self.assertFault(resp, 404, 'itemNotFound')
-        self.assertEqual(['capture'], [c[0] for c in self.agent.calls])
+        self.assertEqual(['capture'], self.agent_actions())
 
     def test_revert_while_another_operation_runs_is_409(self):
         record = self.snapshot()
@@ -611,7 +616,7 @@ class RevertTest(FilterTestCase):
                 uuid=self.server.uuid, **change))
             resp = self.revert(body, server=server)
             self.assertFault(resp, 409, 'conflictingRequest', words)
-        self.assertEqual(['capture'], [c[0] for c in self.agent.calls])
+        self.assertEqual(['capture'], self.agent_actions())
 
     def test_revert_holds_the_task_state_for_the_whole_action(self):
         record = self.snapshot()
@@ -636,7 +641,7 @@ class RevertTest(FilterTestCase):
         resp = self.revert({'snapextRevert': {'snapshot_id': record['id']}})
         self.assertFault(resp, 409, 'conflictingRequest',
                          'Actual: powering-off')
-        self.assertEqual(['capture'], [c[0] for c in self.agent.calls])
+        self.assertEqual(['capture'], self.agent_actions())
         self.assertEqual('powering-off', self.db.states[self.server.uuid])
 
     def test_revert_needs_a_member(self):
@@ -756,7 +761,7 @@ class CreateImageTest(FilterTestCase):
         resp = self.create_image()
         self.assertFault(resp, 403, 'forbidden')
         self.assertEqual(['capture', 'delete'],
-                         [c[0] for c in self.agent.calls])
+                         self.agent_actions())
         self.assertEqual({}, self.images.images)
         self.assertEqual([], self.store.list(self.server.uuid))
         self.assertIsNone(self.db.states[self.server.uuid])
@@ -802,7 +807,7 @@ class CreateImageTest(FilterTestCase):
         self.assertEqual({'nova': True}, resp.json_body)
         resp = self.create_image(metadata={'snapext_full': 'True'})
         self.assertEqual(202, resp.status_int)
-        self.assertEqual(['capture'], [c[0] for c in self.agent.calls])
+        self.assertEqual(['capture'], self.agent_actions())
 
     def test_unreadable_snapext_full_is_the_default_as_in_the_driver(self):
         resp = self.create_image(metadata={'snapext_full': 'maybe'})
@@ -810,7 +815,7 @@ class CreateImageTest(FilterTestCase):
         self.flags.config(full_snapshot_default=False, group='snapext')
         resp = self.create_image(metadata={'snapext_full': 'maybe'})
         self.assertEqual({'nova': True}, resp.json_body)
-        self.assertEqual(['capture'], [c[0] for c in self.agent.calls])
+        self.assertEqual(['capture'], self.agent_actions())
 
     def test_the_servers_image_can_ask_for_full_snapshots(self):
         self.flags.config(full_snapshot_default=False, group='snapext')
@@ -861,7 +866,7 @@ class CreateImageTest(FilterTestCase):
         resp = self.create_image()
         self.assertFault(resp, 400, 'badRequest', 'no room')
         self.assertEqual(['capture', 'delete'],
-                         [c[0] for c in self.agent.calls])
+                         self.agent_actions())
         self.assertEqual([], self.store.list(self.server.uuid))
 
     def test_snapext_policy_denial_falls_back_unless_asked(self):
