@@ -230,12 +230,15 @@ def _add(tar, member):
 
 # -- reading --
 
-def extract(fileobj, destination_for):
+def extract(fileobj, destination_for, wanted=None):
     """Read a bundle, verifying every member as it streams.
 
     :param destination_for: callable(index) -> a directory the members are
         written into (called once bundle.json is read and valid); the
         caller removes it if this raises
+    :param wanted: callable(member of bundle.json) -> whether to write it;
+        the others are read and verified all the same, but not kept (a
+        cache that needs only a bundle's memory image and digests)
     :returns: (index, directory)
     :raises BundleError: anything the bundle is not allowed to be
     """
@@ -269,7 +272,8 @@ def extract(fileobj, destination_for):
                                   % (info.name, info.size, BUNDLE,
                                      want['bytes']))
             _copy_checked(tar.extractfile(info), want,
-                          os.path.join(directory, info.name))
+                          os.path.join(directory, info.name)
+                          if wanted is None or wanted(want) else None)
     except tarfile.TarError as exc:
         raise BundleError('the archive is damaged or truncated: %s'
                           % exc) from exc
@@ -310,12 +314,16 @@ def _read_index(tar, info):
 
 
 def _copy_checked(src, want, path):
-    os.makedirs(os.path.dirname(path), exist_ok=True)
+    """Copy a member to ``path`` (None: only check it), verifying it."""
     h = hashlib.sha256()
     count = 0
-    # O_EXCL: never follow or overwrite what is already there
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, 'wb') as out:
+    out = None
+    if path is not None:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        # O_EXCL: never follow or overwrite what is already there
+        out = os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL,
+                                0o600), 'wb')
+    try:
         while True:
             block = src.read(CHUNK)
             if not block:
@@ -324,9 +332,14 @@ def _copy_checked(src, want, path):
             if count > want['bytes']:
                 break
             h.update(block)
-            out.write(block)
-        out.flush()
-        os.fsync(out.fileno())
+            if out is not None:
+                out.write(block)
+        if out is not None:
+            out.flush()
+            os.fsync(out.fileno())
+    finally:
+        if out is not None:
+            out.close()
     if count != want['bytes']:
         raise BundleError('member %s: %d bytes read, %s says %d'
                           % (want['name'], count, BUNDLE, want['bytes']))

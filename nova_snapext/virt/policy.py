@@ -57,7 +57,10 @@ def disk_roles(root_target, volume_bdms):
 # stays (snapext_full, a request, is not among them).
 RECORD_PROPERTIES = ('snapext_manifest', 'snapext_kind', 'snapext_host',
                      'snapext_quiesce', 'snapext_parent', 'snapext_memory',
-                     'snapext_volumes')
+                     'snapext_volumes', 'snapext_bundle')
+
+# The image property naming the snapshot's bundle image (glance store).
+BUNDLE_PROPERTY = 'snapext_bundle'
 
 
 def image_properties(record, host, store_name):
@@ -78,6 +81,12 @@ def image_properties(record, host, store_name):
         props['snapext_volumes'] = ','.join(
             '%s=%s' % (d['target'], d['volume_id']) for d in volumes)
     return props
+
+
+def bundle_image(instance_sysmeta):
+    """The bundle image of the snapshot a new instance boots from, or None.
+    """
+    return instance_sysmeta.get(SYSMETA_PREFIX + BUNDLE_PROPERTY) or None
 
 
 def resumable_snapshot(instance_sysmeta):
