@@ -28,6 +28,7 @@ from nova_snapext.capture import domain_xml
 from nova_snapext.capture import engine as engine_mod
 from nova_snapext import conf as snapext_conf
 from nova_snapext import exception
+from nova_snapext import glance
 from nova_snapext.rpc import agent
 from nova_snapext import task_states as snapext_task_states
 from nova_snapext.virt import lifecycle
@@ -65,8 +66,9 @@ class SnapextLibvirtDriver(libvirt_driver.LibvirtDriver):
         snapext_task_states.clear_stale(nova_context.get_admin_context(),
                                         CONF.host)
         self.snapext.recover()
-        self._snapext_agent = agent.AgentService(CONF, self.snapext,
-                                                 CONF.host)
+        self._snapext_agent = agent.AgentService(
+            CONF, self.snapext, CONF.host,
+            images=glance.Images(self._image_api))
         self._snapext_agent.start()
 
     def cleanup_host(self, host):
@@ -115,9 +117,12 @@ class SnapextLibvirtDriver(libvirt_driver.LibvirtDriver):
                 quiesce_policy=quiesce_policy if running else 'off',
                 disk_roles=roles,
                 extra={'image_id': image_id,
-                       'nova': {'flavor': instance.flavor.name,
-                                'image_ref': instance.image_ref,
-                                'project_id': instance.project_id}})
+                       'nova': policy.nova_context(
+                           {k: instance.flavor[k] for k in (
+                               'name', 'memory_mb', 'vcpus', 'root_gb',
+                               'ephemeral_gb', 'swap')},
+                           instance.system_metadata, instance.image_ref,
+                           instance.project_id)})
         except exception.QuiesceRequired as exc:
             raise nova_exception.InstanceQuiesceFailed(
                 instance_id=instance.uuid, reason=str(exc))
@@ -365,12 +370,11 @@ class SnapextLibvirtDriver(libvirt_driver.LibvirtDriver):
             saved_xml = self._host.get_connection().saveImageGetXMLDesc(
                 memory_file, 0)
             sources = resume.disk_sources(saved_xml, nova_xml)
+            source_dir = resume.source_directory(saved_xml, record)
         except Exception as exc:
             LOG.warning('cannot resume snapshot %s (%s); booting cold',
                         snapshot_id, exc, instance=instance)
             return None
-        source_dir = os.path.join(CONF.instances_path,
-                                  record['instance_uuid'])
         target_dir = os.path.join(CONF.instances_path, instance.uuid)
         LOG.info('resuming snapext snapshot %s instead of booting',
                  snapshot_id, instance=instance)

@@ -279,9 +279,9 @@ class HookTest(testtools.TestCase):
         self.driver._host = mock.Mock()
         self.driver._host.get_connection().saveImageGetXMLDesc.return_value = (
             saved)
-        self.engine.store.get.return_value = {'instance_uuid': 'u0',
-                                              'memory': {'location': 'm'},
-                                              'disks': []}
+        self.engine.store.get.return_value = {
+            'id': 's1', 'instance_uuid': 'u0', 'memory': {'location': 'm'},
+            'disks': [{'target': 'vda', 'role': 'root'}]}
         # an image-backed root: no volume to check
         self.useFixture(fixtures.MockPatch(
             'nova_snapext.virt.resume.volume_sources', return_value={}))

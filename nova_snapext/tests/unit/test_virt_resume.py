@@ -22,7 +22,8 @@ class ResumeVerificationTest(testtools.TestCase):
         self.driver._snapext_engine = self.engine
         self.driver._snapext_thaw = {}
         self.driver._host = mock.Mock()
-        for name in ('check_volumes', 'disk_sources', 'adopt'):
+        for name in ('check_volumes', 'disk_sources', 'source_directory',
+                     'adopt'):
             self.useFixture(fixtures.MockPatch(
                 'nova_snapext.virt.resume.%s' % name))
         self.instance = mock.Mock(uuid='u2', image_ref='img-1')
