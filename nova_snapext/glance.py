@@ -17,6 +17,7 @@ import hashlib
 from nova import context as nova_context
 from nova import exception as nova_exception
 from nova.image import glance as nova_glance
+from nova import service_auth
 from oslo_log import log as logging
 
 from nova_snapext.capture import progress
@@ -26,6 +27,23 @@ LOG = logging.getLogger(__name__)
 
 # seconds between two progress lines of one transfer
 PROGRESS_EVERY = 10.0
+# the configuration group of Nova's service user credentials
+SERVICE_USER = 'service_user'
+
+
+def service_context():
+    """A context acting as Nova's own service user (``[service_user]``).
+
+    For what snapext does in Glance that no request asked for (deleting
+    the bundle of a snapshot whose image Glance notified deleted: its
+    notifications carry no token).
+    """
+    auth = service_auth.get_service_auth_plugin(SERVICE_USER)
+    if auth is None:
+        raise exception.SnapextError('no [%s] credentials configured'
+                                     % SERVICE_USER)
+    return nova_context.RequestContext(user_auth_plugin=auth, is_admin=True,
+                                       overwrite=False)
 
 
 def request_context(ctxt):
@@ -152,6 +170,7 @@ class Images(object):
         self.api = api or nova_glance.API()
 
     context = staticmethod(request_context)
+    service_context = staticmethod(service_context)
 
     def get(self, context, image_id):
         try:
@@ -160,6 +179,11 @@ class Images(object):
                 nova_exception.ImageNotAuthorized):
             raise exception.NotFound('image %s not found' % image_id) \
                 from None
+
+    def find_hidden(self, context, properties):
+        """Hidden images (os_hidden) whose properties hold ``properties``."""
+        return list(self.api.get_all(
+            context, filters=dict(properties, os_hidden='true')))
 
     def exists(self, context, image_id):
         try:

@@ -113,4 +113,3 @@ class DurableOps(object):
         except exception.VerificationFailed as exc:
             record = self._refetched(record, context, exc)
         return record, self._verify_before_resume(record, disk_files)
-

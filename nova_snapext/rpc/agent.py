@@ -324,14 +324,15 @@ class AgentEndpoint(object):
             state.snapshots.append(record['id'])
         return record
 
-    @_operation('revert')
-    def revert(self, op, spec):
-        record = self.engine.store.get(_snapshot_id(spec))
+    @_operation('revert', with_context=True)
+    def revert(self, op, ctxt, spec):
+        # a snapshot this host's cache lost is fetched (glance store)
+        record = self.engine.resumable(_snapshot_id(spec), ctxt)
         uuid = record['instance_uuid']
         started = time.monotonic()
         with self._claim([uuid], op):
             self._refuse_frozen(uuid, 'reverting it')
-            self.engine.revert(record['id'])
+            self.engine.revert(record['id'], context=ctxt)
         return {'snapshot_id': record['id'], 'instance_uuid': uuid,
                 'timings_ms': {'total': round(
                     (time.monotonic() - started) * 1000, 1)}}
@@ -348,8 +349,8 @@ class AgentEndpoint(object):
     def status(self, op, op_id):
         return self.ops.status(op_id)
 
-    @_operation('delete')
-    def delete(self, op, spec):
+    @_operation('delete', with_context=True)
+    def delete(self, op, ctxt, spec):
         snapshot_id = _snapshot_id(spec)
         try:
             record = self.engine.store.get(snapshot_id)
@@ -358,7 +359,7 @@ class AgentEndpoint(object):
             record = {'id': exc.snapshot_id,
                       'instance_uuid': exc.instance_uuid}
         uuid = record['instance_uuid']
-        result = self._delete(op, record)
+        result = self._delete(op, record, ctxt)
         try:
             active = _active_disks(self.engine.domain(uuid))
         except exception.NotFound:
@@ -368,12 +369,16 @@ class AgentEndpoint(object):
                 'kept': result['kept'],
                 'manifests': self.engine.store.list(uuid)}
 
-    def _delete(self, op, record):
-        """Delete a snapshot, whoever asked: a caller, or an image's end."""
+    def _delete(self, op, record, ctxt=None):
+        """Delete a snapshot, whoever asked: a caller, or an image's end.
+
+        :param ctxt: the caller's context; None for an image's end (the
+            store then acts in Glance as Nova's service user)
+        """
         uuid = record['instance_uuid']
         with self._claim([uuid], op):
             self._refuse_frozen(uuid, 'deleting its snapshot')
-            return self.engine.delete(record['id'])
+            return self.engine.delete(record['id'], context=ctxt)
 
     # -- 2.1 ------------------------------------------------------------------
 

@@ -157,8 +157,8 @@ class GlanceStore(file_store.FileStore):
 
     def bundle_image(self, context, snapshot_id):
         """The id of a snapshot's bundle image, looked up in Glance."""
-        found = self.images.find(self._context(context),
-                                 {BUNDLE_OF: snapshot_id})
+        found = self.images.find_hidden(self._context(context),
+                                        {BUNDLE_OF: snapshot_id})
         if not found:
             raise exception.NotFound('snapshot %s not found (neither in '
                                      'the cache nor in Glance)'
@@ -187,9 +187,8 @@ class GlanceStore(file_store.FileStore):
         if props.get(BUNDLE_OF) != snapshot_id:
             raise exception.Conflict('image %s is not the bundle of '
                                      'snapshot %s' % (image_id, snapshot_id))
-        download = self.images.download(context, image_id,
-                                         'the bundle of snapshot %s'
-                                         % snapshot_id)
+        download = self.images.download(
+            context, image_id, 'the bundle of snapshot %s' % snapshot_id)
         where = {}
 
         def destination(index):
@@ -206,7 +205,7 @@ class GlanceStore(file_store.FileStore):
             download.finish()
             record = self._fetched_record(index, directory, cached,
                                           image_id, props)
-            self._install(record, directory)
+            self._install(record, directory, cached is not None)
         finally:
             if 'dir' in where:
                 shutil.rmtree(where['dir'], ignore_errors=True)
@@ -260,8 +259,12 @@ class GlanceStore(file_store.FileStore):
                                   'chain': [image_id]}
         return record
 
-    def _install(self, record, directory):
-        """Put the fetched files in the record's place, atomically each."""
+    def _install(self, record, directory, cached):
+        """Put the fetched files in the record's place, atomically each.
+
+        :param cached: the cache has the record (else what is left in its
+            directory, without a record, is nobody's and is replaced)
+        """
         moves = []
         if record['memory'] is not None:
             moves.append((bundle.MEMORY, record['memory']['location']))
@@ -271,11 +274,12 @@ class GlanceStore(file_store.FileStore):
             if digest and os.path.exists(os.path.join(directory, source)):
                 moves.append((source, digest['location']))
         final = self._record_dir(record['instance_uuid'], record['id'])
-        if os.path.isdir(final):
+        if cached:
             for source, location in moves:
                 os.replace(os.path.join(directory, source),
                            os.path.join(final, location))
             return
+        shutil.rmtree(final, ignore_errors=True)
         staging = self.stage(record['instance_uuid'], record['id'])
         try:
             for source, location in moves:

@@ -73,6 +73,15 @@ class FakeImageAPI(object):
             os_hash_algo='sha512',
             os_hash_value=hashlib.sha512(data).hexdigest())
 
+    def get_all(self, context, filters):
+        """Glance's listing: hidden images only when filtered for them."""
+        wanted = dict(filters)
+        hidden = wanted.pop('os_hidden', 'false') == 'true'
+        return [self.get(context, i) for i, image in self.images.items()
+                if bool(image.get('os_hidden')) == hidden and all(
+                    image['properties'].get(k) == v
+                    for k, v in wanted.items())]
+
     def download(self, context, image_id):
         data = self.data[image_id]
         return iter([data[i:i + CHUNK] for i in range(0, len(data), CHUNK)])

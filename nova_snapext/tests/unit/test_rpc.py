@@ -94,6 +94,9 @@ class FakeEngine(object):
         self.store.get.side_effect = {record['id']: record}.get
         return record
 
+    def resumable(self, snapshot_id, context=None):
+        return self.store.get(snapshot_id)
+
     def record_digests(self, snapshot_id):
         self.digested.append(snapshot_id)
         self.digests_done.set()
@@ -150,7 +153,7 @@ class RpcOverFakeDriverTest(testtools.TestCase):
         self.engine.delete = mock.Mock(return_value={
             'id': 's1', 'broken': True, 'kept': ['/d:snapext-s1']})
         result = self.api.delete({}, 'host1', {'snapshot_id': 's1'})
-        self.engine.delete.assert_called_once_with('s1')
+        self.engine.delete.assert_called_once_with('s1', context={})
         self.assertEqual((True, ['/d:snapext-s1']),
                          (result['broken'], result['kept']))
 

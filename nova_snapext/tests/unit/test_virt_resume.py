@@ -18,7 +18,7 @@ class ResumeVerificationTest(testtools.TestCase):
         self.driver = snapext_driver.SnapextLibvirtDriver.__new__(
             snapext_driver.SnapextLibvirtDriver)
         self.engine = mock.Mock()
-        self.engine.store.get.return_value = fakes.record('s1')
+        self.engine.resumable.return_value = fakes.record('s1')
         self.driver._snapext_engine = self.engine
         self.driver._snapext_thaw = {}
         self.driver._host = mock.Mock()
