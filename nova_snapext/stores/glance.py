@@ -226,8 +226,7 @@ class GlanceStore(file_store.FileStore):
         os.makedirs(path)
         return path
 
-    @staticmethod
-    def _fetched_record(index, directory, cached, image_id, props):
+    def _fetched_record(self, index, directory, cached, image_id, props):
         members = {m['name']: m for m in index['members']}
         try:
             with open(os.path.join(directory, bundle.RECORD), 'rb') as f:
@@ -252,12 +251,23 @@ class GlanceStore(file_store.FileStore):
                                      'not the one the record names'
                                      % image_id)
         if cached is None:
-            # The chain beyond this image is not needed to resume; what
-            # the store learns of it, it learns from Glance.
-            fetched['durable'] = {'image_id': image_id,
-                                  'since': props.get(SINCE),
-                                  'chain': [image_id]}
+            since = props.get(SINCE)
+            fetched['durable'] = {'image_id': image_id, 'since': since,
+                                  'chain': [image_id] + self._chain(since)}
         return record
+
+    def _chain(self, snapshot_id):
+        """The chain of a cached snapshot's bundle ([] if unknown)."""
+        if snapshot_id is None:
+            return []
+        try:
+            return self.get(snapshot_id)['durable']['chain']
+        except (exception.SnapextError, KeyError):
+            # not needed to resume: only a deletion walks the chain, and
+            # it then leaves the images it does not know of
+            LOG.warning('the bundle chain beyond snapshot %s is unknown',
+                        snapshot_id)
+            return []
 
     def _install(self, record, directory, cached):
         """Put the fetched files in the record's place, atomically each.
