@@ -7,6 +7,7 @@ talks to the fake through the real nova_snapext.glance.Images.
 import hashlib
 import io
 import os
+import shutil
 
 import fixtures
 import testtools
@@ -17,6 +18,7 @@ from nova_snapext import glance
 from nova_snapext.stores import glance as glance_store
 from nova_snapext.tests.unit import fake_images
 from nova_snapext.tests.unit import fakes
+from nova_snapext.tests.unit import test_bundle
 
 MEMORY = b'the guest RAM ' * 1000
 DIGESTS = b'per-cluster digests'
@@ -249,3 +251,70 @@ class GlanceStoreTest(testtools.TestCase):
     def test_fetch_of_a_snapshot_glance_does_not_have(self):
         self.assertRaises(exception.NotFound, self.store.fetch, CONTEXT,
                           'nowhere')
+
+
+class DurableEngineTest(test_bundle.BundleFixture):
+    """The engine's upload and fetch, on real qcow2 states (qemu-img)."""
+
+    def setUp(self):
+        super().setUp()
+        self.api = fake_images.FakeImageAPI()
+        # the same directory, now as the glance store's cache
+        self.src.store = glance_store.GlanceStore(
+            self.src.conf, images=ServiceImages(self.api))
+
+    def bundle_data(self, snapshot_id):
+        return self.api.data[self.src.store.get(snapshot_id)['durable'][
+            'image_id']]
+
+    def test_bundles_are_standalone_then_deltas_and_import(self):
+        first = self.src.make_durable('s1', CONTEXT)
+        second = self.src.make_durable('s2', CONTEXT)
+        self.assertIsNone(first['since'])
+        self.assertEqual('s1', second['since'])
+        self.assertEqual([second['image_id'], first['image_id']],
+                         second['chain'])
+        self.assertLess(len(self.bundle_data('s2')),
+                        len(self.bundle_data('s1')))
+        self.assertEqual(first, self.src.store.get('s1')['durable'])
+        # what Glance holds is a valid chain of bundles
+        self._import(self.bundle_data('s1'))
+        record = self._import(self.bundle_data('s2'))
+        self.assertEqual(test_bundle._raw(self.disk, 'snapext-s2'),
+                         test_bundle._raw(record['disks'][0]['path']))
+
+    def test_a_failed_upload_leaves_no_image_and_no_durable(self):
+        self.api.fail_upload = IOError('glance went away')
+        self.assertRaises(exception.ImageTransferFailed,
+                          self.src.make_durable, 's1', CONTEXT)
+        self.assertEqual({}, self.api.images)
+        self.assertNotIn('durable', self.src.store.get('s1'))
+
+    def test_the_file_store_keeps_nothing_elsewhere(self):
+        self.assertIsNone(self.dst.make_durable('s1', CONTEXT))
+
+    def test_a_lost_cache_entry_is_fetched_for_a_resume(self):
+        self.src.make_durable('s1', CONTEXT)
+        self.src.make_durable('s2', CONTEXT)
+        record = self.src.store.get('s2')
+        memory = self.src.store.local_path(record, 'memory.save')
+        with open(memory, 'rb') as f:
+            want = f.read()
+        shutil.rmtree(os.path.dirname(memory))
+        got = self.src.resumable('s2', CONTEXT)
+        # the chain known from the parent's cached record
+        self.assertEqual(record['durable']['chain'], got['durable']['chain'])
+        with open(memory, 'rb') as f:
+            self.assertEqual(want, f.read())
+        # and it verifies: memory image and disk state against the digests
+        self.assertEqual('ok', self.src.verify('s2')['result'])
+
+    def test_a_damaged_cached_memory_image_is_fetched_again(self):
+        self.src.make_durable('s1', CONTEXT)
+        record = self.src.store.get('s1')
+        memory = self.src.store.local_path(record, 'memory.save')
+        with open(memory, 'r+b') as f:
+            f.write(b'X')
+        record, path = self.src._verified_resumable(record, CONTEXT)
+        self.assertEqual(memory, path)
+        self.assertEqual('ok', self.src.verify('s1')['result'])
