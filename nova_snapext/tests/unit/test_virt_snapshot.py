@@ -69,4 +69,3 @@ class UploadTest(testtools.TestCase):
         self.upload()
         metadata = self.driver._image_api.update.call_args[0][2]
         self.assertNotIn(policy.BUNDLE_PROPERTY, metadata['properties'])
-
