@@ -57,9 +57,12 @@ class DurableOps(object):
                 raise
             fresh['durable'] = durable
             self.store.update(fresh)
+        # what travelled for the disks: only the changed clusters of a delta
         self._report('durable', snapshot=snapshot_id,
                      image=durable['image_id'], since=durable['since'],
-                     bytes=durable['bytes'], seconds=durable['seconds'])
+                     bytes=durable['bytes'], seconds=durable['seconds'],
+                     disk_bytes=sum(m['bytes'] for m in plan.index['members']
+                                    if m['kind'] == 'disk'))
         return durable
 
     def resumable(self, snapshot_id, context=None, image_id=None):

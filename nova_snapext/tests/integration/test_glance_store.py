@@ -16,6 +16,7 @@ import os
 import shutil
 
 import openstack
+from testtools import content
 
 from nova_snapext import bundle
 from nova_snapext.tests.integration import base
@@ -105,11 +106,11 @@ class GlanceStoreTest(base.TestCase):
         bundle2, index2 = self.bundle_of(image2)
         self.assertEqual(snap1, index2['since'])
         delta_disk = self.members(index2)[bundle.disk_member('vda')]['bytes']
-        print('bundle 1 (standalone): %d bytes, disk member %d; bundle 2 '
-              '(delta after writing %d MiB): %d bytes, disk member %d; '
-              'memory image %d' % (bundle1.size, full_disk, WRITTEN_MIB,
-                                   bundle2.size, delta_disk,
-                                   memory1['bytes']))
+        self.addDetail('bundle-bytes', content.text_content(
+            'bundle 1 (standalone): %d bytes, disk member %d; bundle 2 '
+            '(delta after writing %d MiB): %d bytes, disk member %d; memory '
+            'image %d' % (bundle1.size, full_disk, WRITTEN_MIB, bundle2.size,
+                          delta_disk, memory1['bytes'])))
         self.assertGreaterEqual(delta_disk, WRITTEN_MIB * MIB)
         self.assertLessEqual(delta_disk, 1.1 * WRITTEN_MIB * MIB + MIB)
 
