@@ -3,6 +3,7 @@
 import errno
 import hashlib
 
+import fixtures
 import testtools
 
 from nova_snapext import exception
@@ -130,3 +131,30 @@ class DownloadTest(testtools.TestCase):
             h.update(block)
         self.assertEqual(hashlib.sha256(self.data).hexdigest(),
                          h.hexdigest())
+
+
+class FindAndServiceTest(testtools.TestCase):
+
+    def test_find_hidden_filters_on_properties(self):
+        api = fake_images.FakeImageAPI()
+        images = glance.Images(api)
+        wanted = api.add(b'x', properties={'snapext_bundle_of': 's1'},
+                         os_hidden=True)
+        api.add(b'y', properties={'snapext_bundle_of': 's2'}, os_hidden=True)
+        api.add(b'z', properties={'snapext_bundle_of': 's1'})
+        self.assertEqual([wanted], [i['id'] for i in images.find_hidden(
+            None, {'snapext_bundle_of': 's1'})])
+
+    def test_no_service_user_is_a_clear_error(self):
+        self.useFixture(fixtures.MockPatch(
+            'nova.service_auth.get_service_auth_plugin', return_value=None))
+        e = self.assertRaises(exception.SnapextError, glance.service_context)
+        self.assertIn('[service_user]', str(e))
+
+    def test_service_context_acts_as_the_service_user(self):
+        auth = object()
+        self.useFixture(fixtures.MockPatch(
+            'nova.service_auth.get_service_auth_plugin', return_value=auth))
+        context = glance.service_context()
+        self.assertIs(auth, context.get_auth_plugin())
+        self.assertTrue(context.is_admin)
