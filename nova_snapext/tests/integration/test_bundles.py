@@ -42,12 +42,18 @@ def agent_client():
 
 
 def request_context(conn):
-    """The context nova-api would send: the user's token and catalog."""
+    """The context nova-api would send: the user's token and catalog.
+
+    Its catalog has keystonemiddleware's v2 shape (``publicURL``...).
+    """
     access = conn.session.auth.get_access(conn.session)
+    catalog = [{'type': s['type'], 'name': s['name'], 'endpoints': [
+        {'region': e['region'], '%sURL' % e['interface']: e['url']}
+        for e in s['endpoints']]}
+        for s in access.service_catalog.catalog if s['type'] == 'image']
     return {'auth_token': access.auth_token, 'user_id': access.user_id,
             'project_id': access.project_id, 'roles': access.role_names,
-            'service_catalog': [s for s in access.service_catalog.catalog
-                                if s['type'] == 'image'],
+            'service_catalog': catalog,
             'request_id': 'req-%s' % uuid.uuid4()}
 
 
