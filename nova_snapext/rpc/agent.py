@@ -483,9 +483,12 @@ class AgentEndpoint(object):
             record['image_id'] = made['image']['id']
         try:
             record = self.engine.import_bundle(download, bootable)
-        except BaseException:
+        except BaseException as exc:
             if made:
                 self.images.delete(context, made['image']['id'])
+            if isinstance(exc, bundle.BundleError):
+                # the plain class travels over RPC; bundle's does not
+                raise exception.InvalidRequest(str(exc)) from None
             raise
         LOG.info('imported snapshot %s from image %s; it boots from image '
                  '%s', record['id'], spec['image_id'], record['image_id'])

@@ -184,7 +184,7 @@ class AgentBundleTest(test_bundle.BundleFixture):
         data[at] ^= 0xff
         bad = self.api.add(bytes(data))
         before = set(self.api.images)
-        exc = self.assertRaises(bundle.BundleError, self._import, bad)
+        exc = self.assertRaises(exception.InvalidRequest, self._import, bad)
         self.assertIn('member memory.save does not match its sha256',
                       str(exc))
         self.assertNothingImported(before)
