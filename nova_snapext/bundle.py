@@ -16,7 +16,8 @@ Members, in this order (the first one describes all the others)::
                          (a delta: only those of the changed clusters; its
                          ``base`` names the base bundle's member)
 
-The archive is written front to back (tar ``w|``), so it can go to a pipe;
+The archive is written front to back (:func:`stream`), so it can go to a
+pipe or be pulled by an upload;
 each member's size and checksum is known before it is written.  Reading
 (:func:`extract`) trusts nothing: it accepts regular files under the names
 bundle.json lists, of the sizes and checksums it lists, and refuses
@@ -176,69 +177,88 @@ def file_member(name, kind, path, sha256=None, **extra):
     return Member(name, kind, os.path.getsize(path), chunks, sha256, **extra)
 
 
-class _ChunkReader(object):
-    """A file object over a member's chunks, hashing and counting them."""
+def index_of(fields, members):
+    """The bundle.json of ``members``: ``fields`` and what they hold.
 
-    def __init__(self, member):
-        self._it = member.chunks()
-        self._buf = b''
-        self.hash = hashlib.sha256()
-        self.count = 0
-
-    def read(self, size=-1):
-        while size < 0 or len(self._buf) < size:
-            try:
-                self._buf += next(self._it)
-            except StopIteration:
-                break
-        if size < 0:
-            size = len(self._buf)
-        out, self._buf = self._buf[:size], self._buf[size:]
-        self.hash.update(out)
-        self.count += len(out)
-        return out
-
-
-def write(fileobj, index, members):
-    """Stream a bundle: bundle.json (``index`` + members) then members.
-
-    :returns: the index written
+    Each member's name, kind, size and sha256 (a first pass over a member
+    whose sha256 is not known).
     """
-    index = dict(index, format=FORMAT, schema_version=SCHEMA_VERSION,
+    index = dict(fields, format=FORMAT, schema_version=SCHEMA_VERSION,
                  members=[m.describe() for m in members])
-    validate_index(index)
-    with tarfile.open(fileobj=fileobj, mode='w|',
-                      format=tarfile.PAX_FORMAT) as tar:
-        data = json.dumps(index, indent=2, sort_keys=True).encode('utf-8')
-        _add(tar, bytes_member(BUNDLE, 'index', data))
-        for member in members:
-            _add(tar, member)
-    return index
+    return validate_index(index)
 
 
-def _add(tar, member):
+def stream(index, members, before_end=None):
+    """The bundle's bytes, front to back: a tar archive (PAX).
+
+    Written by hand rather than through tarfile's stream mode so that the
+    bytes can be pulled (an HTTP upload reads them) with no thread in
+    between: a header block, the member's chunks, NUL padding to a block,
+    and after the last member two NUL blocks and padding to a record, as
+    tarfile writes them.
+
+    :param before_end: callable() run after the last member's bytes and
+        before the end of the archive: raising there leaves an archive no
+        reader accepts (an export whose source went away meanwhile)
+    """
+    data = json.dumps(index, indent=2, sort_keys=True).encode('utf-8')
+    offset = 0
+    for member in [bytes_member(BUNDLE, 'index', data)] + list(members):
+        for chunk in _member_bytes(member):
+            offset += len(chunk)
+            yield chunk
+    if before_end is not None:
+        before_end()
+    end = tarfile.BLOCKSIZE * 2
+    end += -(offset + end) % tarfile.RECORDSIZE
+    yield tarfile.NUL * end
+
+
+def _member_bytes(member):
     info = tarfile.TarInfo(member.name)
     info.size = member.size
     info.mode = 0o600
-    reader = _ChunkReader(member)
-    tar.addfile(info, reader)
-    if reader.count != member.size or (
-            reader.hash.hexdigest() != member.digest()):
+    yield info.tobuf(tarfile.PAX_FORMAT, tarfile.ENCODING, 'surrogateescape')
+    h = hashlib.sha256()
+    count = 0
+    for chunk in member.chunks():
+        count += len(chunk)
+        if count > member.size:
+            break
+        h.update(chunk)
+        yield chunk
+    if count != member.size or h.hexdigest() != member.digest():
         raise exception.SnapextError(
             'export: %s changed while it was written (%d bytes, sha256 %s; '
-            'expected %d, %s)' % (member.name, reader.count,
-                                  reader.hash.hexdigest()[:16], member.size,
-                                  member.digest()[:16]))
+            'expected %d, %s)' % (member.name, count, h.hexdigest()[:16],
+                                  member.size, member.digest()[:16]))
+    if member.size % tarfile.BLOCKSIZE:
+        yield tarfile.NUL * (tarfile.BLOCKSIZE -
+                             member.size % tarfile.BLOCKSIZE)
+
+
+def write(fileobj, fields, members):
+    """Stream a bundle to ``fileobj``: bundle.json, then ``members``.
+
+    :returns: the index written
+    """
+    index = index_of(fields, members)
+    for chunk in stream(index, members):
+        fileobj.write(chunk)
+    return index
 
 
 # -- reading --
 
-def extract(fileobj, destination_for):
+def extract(fileobj, destination_for, wanted=None):
     """Read a bundle, verifying every member as it streams.
 
     :param destination_for: callable(index) -> a directory the members are
         written into (called once bundle.json is read and valid); the
         caller removes it if this raises
+    :param wanted: callable(member of bundle.json) -> whether to write it;
+        the others are read and verified all the same, but not kept (a
+        cache that needs only a bundle's memory image and digests)
     :returns: (index, directory)
     :raises BundleError: anything the bundle is not allowed to be
     """
@@ -272,7 +292,8 @@ def extract(fileobj, destination_for):
                                   % (info.name, info.size, BUNDLE,
                                      want['bytes']))
             _copy_checked(tar.extractfile(info), want,
-                          os.path.join(directory, info.name))
+                          os.path.join(directory, info.name)
+                          if wanted is None or wanted(want) else None)
     except tarfile.TarError as exc:
         raise BundleError('the archive is damaged or truncated: %s'
                           % exc) from exc
@@ -313,12 +334,16 @@ def _read_index(tar, info):
 
 
 def _copy_checked(src, want, path):
-    os.makedirs(os.path.dirname(path), exist_ok=True)
+    """Copy a member to ``path`` (None: only check it), verifying it."""
     h = hashlib.sha256()
     count = 0
-    # O_EXCL: never follow or overwrite what is already there
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, 'wb') as out:
+    out = None
+    if path is not None:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        # O_EXCL: never follow or overwrite what is already there
+        out = os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL,
+                                0o600), 'wb')
+    try:
         while True:
             block = src.read(CHUNK)
             if not block:
@@ -327,9 +352,14 @@ def _copy_checked(src, want, path):
             if count > want['bytes']:
                 break
             h.update(block)
-            out.write(block)
-        out.flush()
-        os.fsync(out.fileno())
+            if out is not None:
+                out.write(block)
+        if out is not None:
+            out.flush()
+            os.fsync(out.fileno())
+    finally:
+        if out is not None:
+            out.close()
     if count != want['bytes']:
         raise BundleError('member %s: %d bytes read, %s says %d'
                           % (want['name'], count, BUNDLE, want['bytes']))

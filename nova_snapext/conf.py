@@ -11,9 +11,18 @@ OPTS = [
                help='libvirt connection URI used by the capture engine.'),
     cfg.StrOpt('store', default='file',
                help='Where snapshot records and memory images go: the name '
-                    'of a plugin in the snapext.stores entry point group.'),
+                    'of a plugin in the snapext.stores entry point group.  '
+                    '"file": a directory on this host (file_store_path).  '
+                    '"glance" (for nova-compute): the same directory as a '
+                    'local cache, and every snapshot uploaded to Glance as '
+                    'one hidden image holding its bundle (a delta on its '
+                    'parent\'s when that is in Glance), during the '
+                    'snapshot\'s image_uploading phase; revert and fast '
+                    'clone fetch and verify a snapshot the cache lost, or '
+                    'never had, from there.'),
     cfg.StrOpt('file_store_path', default='/var/lib/snapext',
-               help='Directory of the "file" store.'),
+               help='Directory of the "file" store, and the local cache of '
+                    'the "glance" store.'),
     cfg.StrOpt('lock_path', default='/var/lib/snapext/locks',
                help='Directory of the per-instance lock files that keep two '
                     'snapshot operations off one instance, across '

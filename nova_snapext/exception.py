@@ -103,6 +103,13 @@ class DiskToolFailed(HostError):
     """qemu-img is missing or failed."""
 
 
+class ImageTransferFailed(SnapextError):
+    """Glance failed or refused an upload or a download.
+
+    The image an upload was for is deleted by then.
+    """
+
+
 class AgentUnavailable(SnapextError):
     """No snapext agent answered over RPC (down, unreachable, too old).
 

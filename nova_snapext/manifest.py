@@ -137,6 +137,20 @@ SCHEMA = {
                            'since': _nullable_str,
                            'domain': {'type': 'string'}},
         },
+        # the snapshot's bundle in Glance (the glance store): one image,
+        # a delta on its parent's bundle (``since``) or standalone; ``chain``
+        # lists this image and every image it needs, nearest first
+        'durable': {
+            'type': 'object',
+            'required': ['image_id', 'since', 'chain'],
+            'properties': {'image_id': {'type': 'string'},
+                           'since': _nullable_str,
+                           'chain': {'type': 'array',
+                                     'items': {'type': 'string'},
+                                     'minItems': 1},
+                           'bytes': {'type': 'integer'},
+                           'seconds': {'type': 'number'}},
+        },
         # what happened to reverts to this snapshot, oldest first
         'history': {
             'type': 'array',

@@ -17,7 +17,7 @@ LOG = logging.getLogger(__name__)
 class DeleteOps(object):
     """Engine operations that remove snapshots."""
 
-    def delete(self, snapshot_id):
+    def delete(self, snapshot_id, context=None):
         """Delete a snapshot; every other snapshot stays revertable.
 
         Its children are re-parented to its parent.  Disk states that
@@ -26,6 +26,8 @@ class DeleteOps(object):
         A broken record (see :meth:`delete_broken`) is removed the same
         way the store holds it.
 
+        :param context: the request context, for a store that deletes
+            the snapshot's bundle elsewhere too
         :returns: {'id', 'broken': bool, 'kept': ['file:internal name']}
         """
         try:
@@ -33,7 +35,7 @@ class DeleteOps(object):
         except exception.BrokenRecord as exc:
             return self.delete_broken(exc.instance_uuid, exc.snapshot_id)
         with self._lock(record['instance_uuid']):
-            self._delete(record)
+            self._delete(record, context)
         return {'id': record['id'], 'broken': False, 'kept': []}
 
     def delete_broken(self, instance_uuid, snapshot_id):
@@ -65,7 +67,7 @@ class DeleteOps(object):
         self._report('deleted', snapshot=snapshot_id, broken=True)
         return {'id': snapshot_id, 'broken': True, 'kept': kept}
 
-    def _delete(self, record):
+    def _delete(self, record, context=None):
         instance_uuid = record['instance_uuid']
         guest = self._guest_or_none(instance_uuid)
         self._report('delete-planned', snapshot=record['id'],
@@ -79,5 +81,5 @@ class DeleteOps(object):
             self.store.update(child)
         if self.store.head(instance_uuid) == record['id']:
             self.store.set_head(instance_uuid, record['parent_id'])
-        self.store.delete(record['id'])
+        self.store.delete(record['id'], context=context)
         self._report('deleted', snapshot=record['id'])

@@ -15,6 +15,7 @@ from oslo_utils import uuidutils
 
 from nova_snapext.capture import cinder
 from nova_snapext.capture import delete
+from nova_snapext.capture import durability
 from nova_snapext.capture import export
 from nova_snapext.capture import guest as guest_mod
 from nova_snapext.capture import host_errors
@@ -37,7 +38,7 @@ LOG = logging.getLogger(__name__)
 @host_errors.translated_all
 class Engine(take.TakeOps, restore.RestoreOps, revert.RevertOps,
              delete.DeleteOps, recovery.RecoveryOps, cinder.CinderOps,
-             verify.VerifyOps, export.ExportOps):
+             verify.VerifyOps, export.ExportOps, durability.DurableOps):
     """Snapshot operations on libvirt domains.
 
     :param conf: an oslo.config ConfigOpts with the [snapext] options
@@ -229,14 +230,17 @@ class Engine(take.TakeOps, restore.RestoreOps, revert.RevertOps,
                 del record['status']
                 self.store.update(record)
 
-    def forget_instance(self, instance_uuid):
+    def forget_instance(self, instance_uuid, context=None):
         """Remove every record and memory image of a deleted instance.
 
         Its disks (and the internal snapshots inside them) go with the
         instance.
+
+        :param context: the request context, for a store that deletes
+            the snapshots' bundles elsewhere too
         """
         with self._lock(instance_uuid):
-            removed = self.store.forget(instance_uuid)
+            removed = self.store.forget(instance_uuid, context=context)
         if removed:
             LOG.info('removed %d snapshot records of deleted instance %s',
                      removed, instance_uuid)

@@ -198,6 +198,42 @@ def _state_read(f, state, index, bits, virtual_size):
     return b''.join(parts)
 
 
+class BundleExport(object):
+    """A planned export, streamed by :meth:`chunks` (see open_export).
+
+    :ivar index: the bundle's bundle.json, once :meth:`chunks` began
+    """
+
+    def __init__(self, ops, record, since, members):
+        self.record = record
+        self.since = since
+        self.index = None
+        self._ops = ops
+        self._members = members
+
+    def chunks(self):
+        self.index = bundle.index_of(_fields(self.record, self.since),
+                                     self._members)
+        try:
+            yield from bundle.stream(self.index, self._members,
+                                     before_end=self._check_held)
+        except Exception:
+            # a file gone or a state changed: say why, if that is why
+            self._check_held()
+            raise
+        self._ops._exported(self.record, self.since, self.index)
+
+    def _check_held(self):
+        self._ops._check_held(self.record, 'while it was exported')
+
+
+def _fields(record, since):
+    return {'snapshot_id': record['id'],
+            'instance_uuid': record['instance_uuid'],
+            'since': since,
+            'created_at': timeutils.utcnow().isoformat() + 'Z'}
+
+
 class ExportOps(object):
     """Engine operations that move snapshots in and out as bundles."""
 
@@ -210,9 +246,62 @@ class ExportOps(object):
         """
         record = self.store.get(snapshot_id)
         with self._lock(record['instance_uuid']):
-            return self._export(record, fileobj, since)
+            index = bundle.write(fileobj, _fields(record, since),
+                                 self._members(record, since))
+        self._exported(record, since, index)
+        return index
 
-    def _export(self, record, fileobj, since):
+    def open_export(self, snapshot_id, since=None):
+        """Plan a snapshot's bundle now; stream it later, unlocked.
+
+        For an upload that may take long.  The plan (each disk's layout)
+        is made under the instance's lock, and refuses a snapshot an
+        import could not verify (a disk state gone, no digests yet).  The
+        stream then reads only the snapshot's memory image and its
+        internal snapshots' clusters, which nothing rewrites while the
+        snapshot exists, so the instance is free for other operations
+        (Nova's included) meanwhile; before the end of the archive it
+        checks that the snapshot still exists, so a snapshot deleted
+        while it streamed fails the export instead of ending a bundle
+        read from freed clusters.
+
+        :returns: a :class:`BundleExport`
+        """
+        record = self.store.get(snapshot_id)
+        with self._lock(record['instance_uuid']):
+            self._check_held(record, 'now')
+            undigested = [d['target'] for d in record['disks']
+                          if not d.get('digest')]
+            if undigested or (record['memory'] and
+                              not record['memory']['sha256']):
+                raise exception.Conflict(
+                    'snapshot %s has no digest of %s yet (digests are '
+                    'computed after the guest resumed): an import could not '
+                    'verify it; retry shortly' % (
+                        record['id'], ', '.join(
+                            'disk %s' % t for t in undigested) or
+                        'its memory image'))
+            members = self._members(record, since)
+        return BundleExport(self, record, since, members)
+
+    def _check_held(self, record, when):
+        try:
+            self.store.get(record['id'])
+        except exception.NotFound:
+            raise exception.Conflict('snapshot %s was deleted %s'
+                                     % (record['id'], when)) from None
+        for disk in record['disks']:
+            if not verify.holds(disk['path'], disk['snapshot']):
+                raise exception.Conflict(
+                    'disk %s of snapshot %s: %s no longer holds its state '
+                    '(checked %s)' % (disk['target'], record['id'],
+                                      disk['path'], when))
+
+    def _exported(self, record, since, index):
+        self._report('exported', snapshot=record['id'], since=since,
+                     bytes=sum(m['bytes'] for m in index['members']))
+
+    def _members(self, record, since):
         base_record, base_disks = None, {}
         if since is not None:
             if since not in _ancestors(self.store, record):
@@ -246,14 +335,15 @@ class ExportOps(object):
             if disk.get('digest'):
                 members.append(bundle_digests.member(
                     self.store, record, disk, base_record, base))
-        index = bundle.write(fileobj, {
-            'snapshot_id': record['id'],
-            'instance_uuid': record['instance_uuid'],
-            'since': since,
-            'created_at': timeutils.utcnow().isoformat() + 'Z'}, members)
-        self._report('exported', snapshot=record['id'], since=since,
-                     bytes=sum(m['bytes'] for m in index['members']))
-        return index
+        return members
+
+    def standalone_disk(self, disk, path):
+        """One disk state as a standalone qcow2, streamed (a Member).
+
+        :param disk: the record's disk (its internal snapshot's name)
+        :param path: the file holding that internal snapshot
+        """
+        return self._disk_member(dict(disk, path=path), None)
 
     @staticmethod
     def _disk_member(disk, base):
@@ -267,12 +357,16 @@ class ExportOps(object):
 
     # -- import --
 
-    def import_bundle(self, fileobj):
+    def import_bundle(self, fileobj, before_commit=None):
         """Verify a bundle and add its snapshot to the store.
 
         Nothing is committed unless everything checks out; the staging
         area is removed on any failure.
 
+        :param before_commit: callable(record, directory) run once all is
+            verified, before the commit: the staged record (it may still
+            change it) and the staging directory, whose files are the
+            members' names; an error there aborts the import too
         :returns: the new record
         """
         staged = {}
@@ -284,6 +378,8 @@ class ExportOps(object):
         try:
             index, directory = bundle.extract(fileobj, destination)
             record = self._imported_record(index, directory)
+            if before_commit is not None:
+                before_commit(record, directory)
             self.store.commit(record)
         except BaseException:
             if staged:

@@ -19,15 +19,18 @@ LOG = logging.getLogger(__name__)
 class RestoreOps(object):
     """Engine operations that bring a snapshot's state back to life."""
 
-    def revert(self, snapshot_id):
+    def revert(self, snapshot_id, context=None):
         """Put the instance back at the snapshot's instant.
 
         A full snapshot resumes its memory (the guest continues where it
         was); a disk-only one cold-boots its disks if the domain was
         running.  The state since the last snapshot is discarded; every
         other snapshot, on any branch, stays revertable.
+
+        :param context: the request context, for a store that fetches a
+            snapshot the local cache lost (see :mod:`durability`)
         """
-        record = self.store.get(snapshot_id)
+        record = self.resumable(snapshot_id, context)
         guest = self._guest_or_none(record['instance_uuid'])
         if guest is None:
             # A shelved-offloaded or moved server: the record says why.
@@ -35,9 +38,9 @@ class RestoreOps(object):
                 'snapshot %s cannot be reverted to: %s'
                 % (record['id'], self._unavailable_reason(record, None)))
         with self._lock(record['instance_uuid']):
-            self._revert(guest, record)
+            self._revert(guest, record, context)
 
-    def _revert(self, guest, record):
+    def _revert(self, guest, record, context=None):
         started = time.monotonic()
         reason = self._unavailable_reason(record, guest)
         if not reason and record.get('partial'):
@@ -50,7 +53,7 @@ class RestoreOps(object):
         full = record['kind'] == manifest_mod.KIND_FULL
         # Every artifact the revert resumes from (memory image, disk
         # states) is verified before anything is stopped.
-        memory_file = self._verify_before_resume(record)
+        record, memory_file = self._verified_resumable(record, context)
         restore_xml = None
         if full:
             # Readable by libvirt (header and XML) as well as intact.
@@ -73,7 +76,8 @@ class RestoreOps(object):
             {d['target']: d['path'] for d in record['disks']})
 
     def clone(self, snapshot_id, name, uuid, disk_sources, path_moves=None,
-              xml_edit=None, paused=False, before_start=None):
+              xml_edit=None, paused=False, before_start=None, context=None,
+              bundle_image=None):
         """Start a new domain by resuming a full snapshot's memory.
 
         The clone continues where the snapshot was, instead of booting.
@@ -91,9 +95,12 @@ class RestoreOps(object):
         :param before_start: callable() run once the domain is defined and
             before its memory is restored (Nova builds the config drive
             there)
+        :param context: the request context, for a store that fetches a
+            snapshot this host's cache lacks (see :mod:`durability`)
+        :param bundle_image: the snapshot's bundle image, when known
         :returns: the running (or paused), persistent virDomain
         """
-        record = self.store.get(snapshot_id)
+        record = self.resumable(snapshot_id, context, bundle_image)
         if record['kind'] != manifest_mod.KIND_FULL:
             raise exception.InvalidRequest(
                 'snapshot %s has no memory image to resume' % snapshot_id)
@@ -102,7 +109,8 @@ class RestoreOps(object):
             raise exception.InvalidRequest(
                 'clone of %s needs a file for disk %s'
                 % (snapshot_id, ', '.join(sorted(missing))))
-        memory_file = self._verify_before_resume(record, disk_sources)
+        record, memory_file = self._verified_resumable(record, context,
+                                                       disk_sources)
         started = time.monotonic()
         xml = self.host.saved_xml(memory_file)
         xml = domain_xml.with_identity(xml, name, uuid)

@@ -17,6 +17,7 @@ import time
 from oslo_log import log as logging
 import oslo_messaging as messaging
 
+from nova_snapext import bundle
 from nova_snapext.capture import domain_xml
 from nova_snapext.capture import quiesce
 from nova_snapext import exception
@@ -25,12 +26,18 @@ from nova_snapext import rpc
 from nova_snapext.rpc import notifications
 from nova_snapext.rpc import ops
 from nova_snapext.rpc import watchdog
+from nova_snapext.virt import policy
 
 LOG = logging.getLogger(__name__)
 
 
-def _operation(method):
-    """Record the call in the operation log; errors stay snapext errors."""
+def _operation(method, with_context=False):
+    """Record the call in the operation log; errors stay snapext errors.
+
+    :param with_context: pass the caller's context (a dict) on as
+        ``ctxt``, for methods that act on the caller's behalf elsewhere
+        (Glance)
+    """
 
     def decorator(f):
         @functools.wraps(f)
@@ -40,6 +47,8 @@ def _operation(method):
                                 op_id=_op_id_of(kwargs),
                                 request_id=(ctxt or {}).get('request_id')
                                 ) as op:
+                if with_context:
+                    kwargs['ctxt'] = ctxt or {}
                 result = f(self, op, **kwargs)
             if isinstance(result, dict):
                 result.setdefault('op_id', op.op_id)
@@ -70,12 +79,15 @@ def _active_disks(dom, targets=None):
 class AgentEndpoint(object):
     """The agent's RPC methods; see api.AgentAPI for the contract."""
 
-    target = messaging.Target(version='2.2')
+    target = messaging.Target(version='2.3')
 
-    def __init__(self, conf, engine, host):
+    def __init__(self, conf, engine, host, images=None):
         self.conf = conf
         self.engine = engine
         self.host = host
+        # Glance (nova_snapext.glance.Images) where the agent runs in
+        # nova-compute; None in the standalone agent
+        self.images = images
         self.ops = ops.OperationLog()
         self.watchdog = watchdog.Watchdog(self._watchdog_thaw,
                                           marker_dir=conf.snapext.lock_path)
@@ -312,14 +324,15 @@ class AgentEndpoint(object):
             state.snapshots.append(record['id'])
         return record
 
-    @_operation('revert')
-    def revert(self, op, spec):
-        record = self.engine.store.get(_snapshot_id(spec))
+    @_operation('revert', with_context=True)
+    def revert(self, op, ctxt, spec):
+        # a snapshot this host's cache lost is fetched (glance store)
+        record = self.engine.resumable(_snapshot_id(spec), ctxt)
         uuid = record['instance_uuid']
         started = time.monotonic()
         with self._claim([uuid], op):
             self._refuse_frozen(uuid, 'reverting it')
-            self.engine.revert(record['id'])
+            self.engine.revert(record['id'], context=ctxt)
         return {'snapshot_id': record['id'], 'instance_uuid': uuid,
                 'timings_ms': {'total': round(
                     (time.monotonic() - started) * 1000, 1)}}
@@ -338,8 +351,8 @@ class AgentEndpoint(object):
     def status(self, op, op_id):
         return self.ops.status(op_id)
 
-    @_operation('delete')
-    def delete(self, op, spec):
+    @_operation('delete', with_context=True)
+    def delete(self, op, ctxt, spec):
         snapshot_id = _snapshot_id(spec)
         try:
             record = self.engine.store.get(snapshot_id)
@@ -348,7 +361,7 @@ class AgentEndpoint(object):
             record = {'id': exc.snapshot_id,
                       'instance_uuid': exc.instance_uuid}
         uuid = record['instance_uuid']
-        result = self._delete(op, record)
+        result = self._delete(op, record, ctxt)
         try:
             active = _active_disks(self.engine.domain(uuid))
         except exception.NotFound:
@@ -358,12 +371,16 @@ class AgentEndpoint(object):
                 'kept': result['kept'],
                 'manifests': self.engine.store.list(uuid)}
 
-    def _delete(self, op, record):
-        """Delete a snapshot, whoever asked: a caller, or an image's end."""
+    def _delete(self, op, record, ctxt=None):
+        """Delete a snapshot, whoever asked: a caller, or an image's end.
+
+        :param ctxt: the caller's context; None for an image's end (the
+            store then acts in Glance as Nova's service user)
+        """
         uuid = record['instance_uuid']
         with self._claim([uuid], op):
             self._refuse_frozen(uuid, 'deleting its snapshot')
-            return self.engine.delete(record['id'])
+            return self.engine.delete(record['id'], context=ctxt)
 
     # -- 2.1 ------------------------------------------------------------------
 
@@ -395,6 +412,98 @@ class AgentEndpoint(object):
         record = self.engine.store.get(snapshot_id)
         _, reason = self.engine.availability(record)
         return {'manifest': record, 'reason': reason}
+
+    # -- 2.3 ------------------------------------------------------------------
+
+    def _glance(self, ctxt):
+        if self.images is None:
+            raise exception.InvalidRequest(
+                'the snapext agent on host %s runs without Nova\'s image API '
+                '(standalone): bundles go through Glance only from the '
+                'agent inside nova-compute' % self.host)
+        return self.images.context(ctxt)
+
+    @_operation('export', with_context=True)
+    def export(self, op, ctxt, spec):
+        spec = _export_spec(spec)
+        context = self._glance(ctxt)
+        record = self.engine.store.get(spec['snapshot_id'])
+        uuid = record['instance_uuid']
+        image = self.images.get(context, spec['image_id'])
+        if image.get('status') != 'queued':
+            raise exception.Conflict(
+                'image %s is %s: an export goes into a new, queued image'
+                % (spec['image_id'], image.get('status')))
+        with self._claim([uuid], op):
+            plan = self.engine.open_export(record['id'], spec['since'])
+        # The upload runs on without the instance: see open_export.
+        upload = self.ops.start('export-upload', [uuid])
+        threading.Thread(target=self._upload_export, name='snapext-export',
+                         args=(upload, context, spec['image_id'], plan),
+                         daemon=True).start()
+        return {'image_id': spec['image_id'], 'snapshot_id': record['id'],
+                'since': spec['since'], 'op_id': upload.op_id}
+
+    def _upload_export(self, op, context, image_id, plan):
+        """The export's bytes into its image; Images.upload cleans up.
+
+        A thread of its own (a green one where nova-compute runs under
+        eventlet): the bundle is pulled chunk by chunk by the upload, so
+        memory stays bounded and nothing waits on another thread.
+        """
+        what = 'the bundle of snapshot %s%s' % (
+            plan.record['id'],
+            ' since %s' % plan.since if plan.since else '')
+
+        def notify(done):
+            op.stage = 'uploaded %d bytes' % done
+        try:
+            self.images.upload(context, image_id, plan.chunks(), what,
+                               notify)
+        except Exception as exc:
+            LOG.error('export of %s into image %s failed (the image is '
+                      'deleted): %s', what, image_id, exc)
+            self.ops.finish(op, exc)
+            return
+        self.ops.finish(op)
+        LOG.info('exported %s into image %s', what, image_id)
+
+    @_operation('import_bundle', with_context=True)
+    def import_bundle(self, op, ctxt, spec):
+        spec = _import_spec(spec)
+        context = self._glance(ctxt)
+        what = 'a bundle'
+        download = self.images.download(
+            context, spec['image_id'], what,
+            lambda done: setattr(op, 'stage', 'read %d bytes' % done))
+        made = {}
+
+        def bootable(record, directory):
+            # the whole image read and checked before anything is kept
+            download.finish()
+            root, meta = policy.bootable_image(
+                record, spec['name'], self.host, self.engine.store.name)
+            disk = self.engine.standalone_disk(
+                root, os.path.join(directory, bundle.disk_member(
+                    root['target'])))
+            op.stage = 'uploading the root disk'
+            made['image'] = self.images.create(
+                context, meta, disk.chunks(),
+                'the root disk of snapshot %s' % record['id'])
+            record['image_id'] = made['image']['id']
+        try:
+            record = self.engine.import_bundle(download, bootable)
+        except BaseException as exc:
+            if made:
+                self.images.delete(context, made['image']['id'])
+            if isinstance(exc, bundle.BundleError):
+                # the plain class travels over RPC; bundle's does not
+                raise exception.InvalidRequest(str(exc)) from None
+            raise
+        LOG.info('imported snapshot %s from image %s; it boots from image '
+                 '%s', record['id'], spec['image_id'], record['image_id'])
+        return {'snapshot_id': record['id'], 'image_id': record['image_id'],
+                'instance_uuid': record['instance_uuid']}
 
     def _thaw_all(self):
         """Thaw every guest this agent froze (on stop)."""
@@ -438,6 +547,32 @@ def _adopt_spec(spec):
     return {k: spec[k] for k in keys}
 
 
+def _export_spec(spec):
+    if not isinstance(spec, dict) or not spec.get('snapshot_id') or not (
+            spec.get('image_id')):
+        raise exception.InvalidRequest('export spec needs a snapshot_id and '
+                                       'an image_id')
+    unknown = set(spec) - {'snapshot_id', 'since', 'image_id', 'op_id'}
+    if unknown:
+        raise exception.InvalidRequest(
+            'export spec has unknown keys: %s' % ', '.join(sorted(unknown)))
+    return {'snapshot_id': spec['snapshot_id'],
+            'since': spec.get('since') or None,
+            'image_id': spec['image_id']}
+
+
+def _import_spec(spec):
+    if not isinstance(spec, dict) or not spec.get('image_id') or not (
+            isinstance(spec.get('name'), str) and spec['name'].strip()):
+        raise exception.InvalidRequest('import spec needs an image_id and '
+                                       'a name for the bootable image')
+    unknown = set(spec) - {'image_id', 'name', 'op_id'}
+    if unknown:
+        raise exception.InvalidRequest(
+            'import spec has unknown keys: %s' % ', '.join(sorted(unknown)))
+    return {'image_id': spec['image_id'], 'name': spec['name']}
+
+
 def _capture_spec(spec):
     if not isinstance(spec, dict) or not spec.get('instance'):
         raise exception.InvalidRequest('capture spec needs an instance')
@@ -469,10 +604,10 @@ class AgentService(object):
     """
 
     def __init__(self, conf, engine, host, transport=None,
-                 notification_transport=None):
+                 notification_transport=None, images=None):
         self.conf = conf
         self.host = host
-        self.endpoint = AgentEndpoint(conf, engine, host)
+        self.endpoint = AgentEndpoint(conf, engine, host, images)
         self._transport = transport
         self._notification_transport = notification_transport
         self._server = None

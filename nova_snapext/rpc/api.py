@@ -26,8 +26,13 @@ class AgentAPI(object):
       broken ones ('broken'), and a uuid with no domain on the host has a
       tree; add get (one record with its availability).  With them
       nova-api serves the snapext API without reading any store.
+    * 2.3 - Add export (a snapshot's bundle into a queued Glance image, in
+      the background) and import_bundle (a bundle from a Glance image into
+      this host's store, plus a bootable image of it); both act in Glance
+      with the caller's context.
 
-    Not a version change: the long calls (capture, revert, delete, release)
+    Not a version change: the long calls (capture, revert, delete, release,
+    import_bundle)
     are made with oslo.messaging's ``call_monitor_timeout`` ([snapext]
     rpc_call_monitor_timeout), as Nova's compute RPC API makes its long
     ones.  Every agent heartbeats them (oslo.messaging's RPC server does,
@@ -50,7 +55,7 @@ class AgentAPI(object):
     """
 
     VERSION_ALIASES = {}
-    LATEST = '2.2'
+    LATEST = '2.3'
 
     def __init__(self, conf, transport=None):
         self.conf = conf
@@ -251,6 +256,46 @@ class AgentAPI(object):
         """
         return self._call(ctxt, host, 'adopt', version='2.1',
                           spec=dict(spec))
+
+    def export(self, ctxt, host, spec):
+        """Export a snapshot's bundle into a queued Glance image.
+
+        The agent checks the request at once (the snapshot is on this host
+        with every disk state and its digests, ``since`` is an ancestor,
+        no snapshot operation holds the instance, the image is queued)
+        and returns; the bundle then streams into the image in the
+        background, without holding the instance.  A failed upload (the
+        snapshot deleted meanwhile, Glance refusing) deletes the image:
+        it never turns active holding part of a bundle.
+
+        :param spec: {'snapshot_id', 'since': an ancestor's id or None (a
+            delta holding only what changed since), 'image_id': the queued
+            image (container_format bare, disk_format raw), made with the
+            caller's context}
+        :returns: {'image_id', 'snapshot_id', 'since', 'op_id': the
+            upload's operation, which ``status`` follows to done or error}
+        """
+        return self._call(ctxt, host, 'export', version='2.3',
+                          spec=dict(spec))
+
+    def import_bundle(self, ctxt, host, spec):
+        """Import a bundle from a Glance image; make it bootable.
+
+        The agent reads the image (no copy on disk), verifies every
+        member before anything enters its store, uploads the snapshot's
+        root disk state as a new qcow2 image named ``name`` (with the
+        snapext properties and the Nova context the bundle carries: a
+        server booted from it resumes the snapshot's memory on this host),
+        then commits the record.  A failure leaves no record, no file and
+        no image behind; a snapshot already in the store is a Conflict.
+
+        :param spec: {'image_id': the bundle's image, 'name': the bootable
+            image's name}
+        :returns: {'op_id', 'snapshot_id', 'image_id': the bootable image,
+            'instance_uuid': the snapshot's instance}
+        """
+        return self._long_call(ctxt, host, 'import_bundle', version='2.3',
+                               spec=dict(spec))
 
     def status(self, ctxt, host, op_id):
         """What a recent operation of this agent is doing, or did.

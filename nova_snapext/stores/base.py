@@ -14,6 +14,9 @@ class SnapshotStore(metaclass=abc.ABCMeta):
     """
 
     name = None
+    # Whether the store keeps each snapshot's bundle elsewhere too (so the
+    # engine uploads it and may rebuild a lost local copy from it).
+    keeps_bundles = False
 
     @abc.abstractmethod
     def stage(self, instance_uuid, snapshot_id):
@@ -51,8 +54,12 @@ class SnapshotStore(metaclass=abc.ABCMeta):
         """Return the validated records of one instance."""
 
     @abc.abstractmethod
-    def delete(self, snapshot_id):
-        """Remove a record and its memory image."""
+    def delete(self, snapshot_id, context=None):
+        """Remove a record and its memory image.
+
+        :param context: the request context of the deletion, for a store
+            that deletes elsewhere too (Glance)
+        """
 
     def broken(self, instance_uuid):
         """The records of an instance that cannot be used.
@@ -79,7 +86,7 @@ class SnapshotStore(metaclass=abc.ABCMeta):
         """Remember the last snapshot taken or reverted to (or None)."""
 
     @abc.abstractmethod
-    def forget(self, instance_uuid):
+    def forget(self, instance_uuid, context=None):
         """Remove every record of an instance; return how many."""
 
     @abc.abstractmethod

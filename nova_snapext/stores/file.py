@@ -189,7 +189,7 @@ class FileStore(base.SnapshotStore):
                  'reason': exc.reason}
                 for exc in self._scan(instance_uuid)[1]]
 
-    def delete(self, snapshot_id):
+    def delete(self, snapshot_id, context=None):
         m = self.get(snapshot_id)
         shutil.rmtree(self._record_dir(m['instance_uuid'], snapshot_id))
 
@@ -218,7 +218,7 @@ class FileStore(base.SnapshotStore):
         os.makedirs(directory, exist_ok=True)
         _write_synced(os.path.join(directory, HEAD), snapshot_id or '')
 
-    def forget(self, instance_uuid):
+    def forget(self, instance_uuid, context=None):
         directory = os.path.join(self.root, instance_uuid)
         count = len(glob.glob(os.path.join(glob.escape(directory), '*',
                                            MANIFEST)))

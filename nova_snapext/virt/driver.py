@@ -28,6 +28,7 @@ from nova_snapext.capture import domain_xml
 from nova_snapext.capture import engine as engine_mod
 from nova_snapext import conf as snapext_conf
 from nova_snapext import exception
+from nova_snapext import glance
 from nova_snapext.rpc import agent
 from nova_snapext import task_states as snapext_task_states
 from nova_snapext.virt import lifecycle
@@ -65,8 +66,9 @@ class SnapextLibvirtDriver(libvirt_driver.LibvirtDriver):
         snapext_task_states.clear_stale(nova_context.get_admin_context(),
                                         CONF.host)
         self.snapext.recover()
-        self._snapext_agent = agent.AgentService(CONF, self.snapext,
-                                                 CONF.host)
+        self._snapext_agent = agent.AgentService(
+            CONF, self.snapext, CONF.host,
+            images=glance.Images(self._image_api))
         self._snapext_agent.start()
 
     def cleanup_host(self, host):
@@ -115,9 +117,12 @@ class SnapextLibvirtDriver(libvirt_driver.LibvirtDriver):
                 quiesce_policy=quiesce_policy if running else 'off',
                 disk_roles=roles,
                 extra={'image_id': image_id,
-                       'nova': {'flavor': instance.flavor.name,
-                                'image_ref': instance.image_ref,
-                                'project_id': instance.project_id}})
+                       'nova': policy.nova_context(
+                           {k: instance.flavor[k] for k in (
+                               'name', 'memory_mb', 'vcpus', 'root_gb',
+                               'ephemeral_gb', 'swap')},
+                           instance.system_metadata, instance.image_ref,
+                           instance.project_id)})
         except exception.QuiesceRequired as exc:
             raise nova_exception.InstanceQuiesceFailed(
                 instance_id=instance.uuid, reason=str(exc))
@@ -132,7 +137,7 @@ class SnapextLibvirtDriver(libvirt_driver.LibvirtDriver):
                 # image may be gone already, deleted during the upload, and
                 # the agent then deleted the record on Glance's word.
                 try:
-                    self.snapext.delete(record['id'])
+                    self.snapext.delete(record['id'], context=context)
                 except exception.NotFound:
                     LOG.info('snapext snapshot %s is gone already',
                              record['id'], instance=instance)
@@ -158,6 +163,13 @@ class SnapextLibvirtDriver(libvirt_driver.LibvirtDriver):
         root = next(d for d in record['disks'] if d['role'] == 'root')
         update_task_state(task_state=task_states.IMAGE_UPLOADING,
                           expected_state=task_states.IMAGE_PENDING_UPLOAD)
+        # The snapshot is durable (its bundle in the store, for the glance
+        # store) before Nova's image turns active and the server's task
+        # state clears; the guest runs on meanwhile.
+        durable = self.snapext.make_durable(record['id'], context)
+        if durable:
+            metadata['properties'][policy.BUNDLE_PROPERTY] = (
+                durable['image_id'])
         fileutils.ensure_tree(CONF.libvirt.snapshots_directory)
         # The root's state is an internal snapshot that nothing writes: it
         # is converted while the guest runs on, with no block copy.
@@ -171,7 +183,7 @@ class SnapextLibvirtDriver(libvirt_driver.LibvirtDriver):
 
     # -- Nova's lifecycle: what follows the server, what stays behind -------
 
-    def _snapext_note(self, instance, action, reason=None):
+    def _snapext_note(self, instance, action, reason=None, context=None):
         """Forget or mark an instance's snapshots; never fails Nova's call.
 
         Availability is also derived from the disks themselves, so a mark
@@ -184,7 +196,7 @@ class SnapextLibvirtDriver(libvirt_driver.LibvirtDriver):
             if action == lifecycle.FORGET:
                 LOG.info('server deleted: removing its snapext snapshots',
                          instance=instance)
-                self.snapext.forget_instance(instance.uuid)
+                self.snapext.forget_instance(instance.uuid, context=context)
             else:
                 LOG.info('snapext snapshots marked unavailable: %s', reason,
                          instance=instance)
@@ -211,7 +223,7 @@ class SnapextLibvirtDriver(libvirt_driver.LibvirtDriver):
         deleted = instance.obj_attr_is_set('deleted') and instance.deleted
         self._snapext_note(instance, *lifecycle.on_cleanup(
             instance.task_state, instance.vm_state, deleted, instance.host,
-            CONF.host, destroy_disks))
+            CONF.host, destroy_disks), context=context)
         return result
 
     def migrate_disk_and_power_off(self, context, instance, dest, flavor,
@@ -347,20 +359,22 @@ class SnapextLibvirtDriver(libvirt_driver.LibvirtDriver):
         None means "boot cold": the snapshot is not on this host, or the
         new instance's shape differs from the snapshot's.
         """
+        bundle_image = policy.bundle_image(instance.system_metadata)
         try:
-            record = self.snapext.store.get(snapshot_id)
+            # fetched into this host's cache first when it is not there
+            record = self.snapext.resumable(snapshot_id, context,
+                                            bundle_image)
             resume.check_volumes(context, instance, record)
             memory_file = self.snapext.store.local_path(
                 record, record['memory']['location'])
             saved_xml = self._host.get_connection().saveImageGetXMLDesc(
                 memory_file, 0)
             sources = resume.disk_sources(saved_xml, nova_xml)
+            source_dir = resume.source_directory(saved_xml, record)
         except Exception as exc:
             LOG.warning('cannot resume snapshot %s (%s); booting cold',
                         snapshot_id, exc, instance=instance)
             return None
-        source_dir = os.path.join(CONF.instances_path,
-                                  record['instance_uuid'])
         target_dir = os.path.join(CONF.instances_path, instance.uuid)
         LOG.info('resuming snapext snapshot %s instead of booting',
                  snapshot_id, instance=instance)
@@ -369,7 +383,8 @@ class SnapextLibvirtDriver(libvirt_driver.LibvirtDriver):
                 snapshot_id, instance.name, instance.uuid, sources,
                 path_moves={source_dir: target_dir},
                 xml_edit=resume.adopt(nova_xml, source_dir), paused=pause,
-                before_start=post_xml_callback)
+                before_start=post_xml_callback, context=context,
+                bundle_image=bundle_image)
         except exception.VerificationFailed as exc:
             if exc.disks:
                 # The disks Nova made from the image do not hold the

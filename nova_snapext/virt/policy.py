@@ -57,7 +57,10 @@ def disk_roles(root_target, volume_bdms):
 # stays (snapext_full, a request, is not among them).
 RECORD_PROPERTIES = ('snapext_manifest', 'snapext_kind', 'snapext_host',
                      'snapext_quiesce', 'snapext_parent', 'snapext_memory',
-                     'snapext_volumes')
+                     'snapext_volumes', 'snapext_bundle')
+
+# The image property naming the snapshot's bundle image (glance store).
+BUNDLE_PROPERTY = 'snapext_bundle'
 
 
 def image_properties(record, host, store_name):
@@ -78,6 +81,81 @@ def image_properties(record, host, store_name):
         props['snapext_volumes'] = ','.join(
             '%s=%s' % (d['target'], d['volume_id']) for d in volumes)
     return props
+
+
+# The image properties a snapshot keeps in its Nova context, for the
+# images later made from it (an imported bundle's bootable image): how the
+# guest boots and what it needs (hw_*, os_* such as os_command_line, the
+# kernel and ramdisk), never Glance's own (hashes, os_hidden, os_glance_*)
+# nor snapext's (they point at one record).
+PORTABLE_PREFIXES = ('hw_', 'os_', 'img_')
+PORTABLE_NAMES = ('kernel_id', 'ramdisk_id', 'architecture',
+                  'hypervisor_type', 'vm_mode')
+GLANCE_OWN = ('os_hash_algo', 'os_hash_value', 'os_hidden')
+GIB = 1 << 30
+
+
+def _portable(name):
+    return ((name in PORTABLE_NAMES or name.startswith(PORTABLE_PREFIXES))
+            and name not in GLANCE_OWN and not name.startswith('os_glance'))
+
+
+def nova_context(flavor, instance_sysmeta, image_ref, project_id):
+    """What a record keeps of Nova's view of the instance (nova.json).
+
+    :param flavor: {'name', 'memory_mb', 'vcpus', 'root_gb',
+        'ephemeral_gb', 'swap'}
+    :param instance_sysmeta: the instance's system metadata, whose
+        ``image_*`` keys are its image's properties
+    """
+    props = {key[len(SYSMETA_PREFIX):]: value
+             for key, value in instance_sysmeta.items()
+             if key.startswith(SYSMETA_PREFIX) and
+             _portable(key[len(SYSMETA_PREFIX):])}
+    return {'flavor': flavor['name'],
+            'flavor_spec': {k: v for k, v in flavor.items() if k != 'name'},
+            'image_ref': image_ref, 'project_id': project_id,
+            'image_properties': props}
+
+
+def bootable_image(record, name, host, store_name):
+    """Glance metadata of the image that boots a server from ``record``.
+
+    The image holds the root disk's state (qcow2, standalone); booting it
+    resumes the record's memory (the fast clone).  Its properties: the
+    portable ones the record kept, and those pointing at the record; its
+    minimums: the flavor's memory and root disk the record kept.
+
+    :raises InvalidRequest: the record has no root disk, or volumes (whose
+        state no image carries)
+    :returns: (the root disk, the image's metadata)
+    """
+    roots = [d for d in record['disks'] if d['role'] == 'root']
+    others = [d['target'] for d in record['disks'] if d['role'] != 'root']
+    if len(roots) != 1 or others:
+        raise exception.InvalidRequest(
+            'snapshot %s holds disks %s: only a snapshot of a root disk '
+            'alone (an image-backed server without volumes) becomes a '
+            'bootable image' % (record['id'], ', '.join(
+                '%s (%s)' % (d['target'], d['role'])
+                for d in record['disks'])))
+    nova = record.get('nova') or {}
+    spec = nova.get('flavor_spec') or {}
+    props = {k: v for k, v in (nova.get('image_properties') or {}).items()
+             if _portable(k)}
+    props.update(image_properties(record, host, store_name))
+    root = roots[0]
+    return root, {
+        'name': name, 'disk_format': 'qcow2', 'container_format': 'bare',
+        'min_ram': int(spec.get('memory_mb') or 0),
+        'min_disk': max(-(-root['virtual_size'] // GIB),
+                        int(spec.get('root_gb') or 0)),
+        'properties': props}
+
+
+def bundle_image(instance_sysmeta):
+    """The bundle image of the snapshot an instance boots from, or None."""
+    return instance_sysmeta.get(SYSMETA_PREFIX + BUNDLE_PROPERTY) or None
 
 
 def resumable_snapshot(instance_sysmeta):

@@ -6,6 +6,7 @@ identity, disks, metadata, console files and interface addresses taken from
 the XML Nova generated for it.  Pure functions over XML strings.
 """
 
+import os
 from xml.etree import ElementTree as ET
 
 from nova import block_device
@@ -38,6 +39,21 @@ def disk_sources(saved_xml, nova_xml):
             'the snapshot has disks %s, the new instance %s'
             % (sorted(saved_targets), sorted(sources)))
     return sources
+
+
+def source_directory(saved_xml, record):
+    """The instance directory the snapshot's domain ran from.
+
+    Where its root disk was at capture, read from the memory image's own
+    XML: for a snapshot imported from another host or cloud, whose
+    instances directory may be elsewhere, as for one taken here.
+    """
+    roots = {d['target'] for d in record['disks'] if d['role'] == 'root'}
+    for disk in domain_xml.writable_disks(saved_xml):
+        if disk.target in roots:
+            return os.path.dirname(disk.path)
+    raise exception.InvalidRequest('snapshot %s has no root disk to resume '
+                                   'from' % record['id'])
 
 
 # Per device kind, the children that name host-side resources of one

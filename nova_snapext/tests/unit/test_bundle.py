@@ -153,7 +153,8 @@ class ClusterRuleTest(testtools.TestCase):
 
 @testtools.skipUnless(shutil.which('qemu-img') and shutil.which('qemu-io'),
                       'needs qemu-img and qemu-io')
-class BundleTest(testtools.TestCase):
+class BundleFixture(testtools.TestCase):
+    """Two snapshots of one small disk in a store, another empty store."""
 
     def setUp(self):
         super().setUp()
@@ -216,6 +217,9 @@ class BundleTest(testtools.TestCase):
                 for f in files if f != 'manifest.json']
         self.assertEqual([], [p for p in left if '.staging' in p])
         self.assertEqual([], self.dst.store.staged(UUID))
+
+
+class BundleTest(BundleFixture):
 
     def test_a_standalone_export_imports_into_an_empty_store(self):
         data, index = self._export('s1')

@@ -159,7 +159,7 @@ class FakeEngine(object):
         self.store = store
         self.deleted = []
 
-    def delete(self, snapshot_id):
+    def delete(self, snapshot_id, context=None):
         self.deleted.append(snapshot_id)
         self.store.delete(snapshot_id)
 

@@ -105,6 +105,9 @@ class FakeEngine(object):
         return {'instance_uuid': domain, 'current': None, 'snapshots': [],
                 'records': [], 'broken': []}
 
+    def resumable(self, snapshot_id, context=None):
+        return self.store.get(snapshot_id)
+
     def record_digests(self, snapshot_id):
         self.digested.append(snapshot_id)
         self.digests_done.set()
@@ -161,7 +164,7 @@ class RpcOverFakeDriverTest(testtools.TestCase):
         self.engine.delete = mock.Mock(return_value={
             'id': 's1', 'broken': True, 'kept': ['/d:snapext-s1']})
         result = self.api.delete({}, 'host1', {'snapshot_id': 's1'})
-        self.engine.delete.assert_called_once_with('s1')
+        self.engine.delete.assert_called_once_with('s1', context={})
         self.assertEqual((True, ['/d:snapext-s1']),
                          (result['broken'], result['kept']))
 

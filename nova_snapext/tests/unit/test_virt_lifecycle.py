@@ -156,7 +156,8 @@ class HookTest(testtools.TestCase):
         self.patch_super('cleanup')
         self.instance.task_state = task_states.DELETING
         self.driver.cleanup(None, self.instance, None)
-        self.engine.forget_instance.assert_called_once_with('u1')
+        self.engine.forget_instance.assert_called_once_with('u1',
+                                                            context=None)
         self.engine.mark.assert_not_called()
 
     def test_hard_reboot_cleanup_changes_nothing(self):
@@ -279,9 +280,9 @@ class HookTest(testtools.TestCase):
         self.driver._host = mock.Mock()
         self.driver._host.get_connection().saveImageGetXMLDesc.return_value = (
             saved)
-        self.engine.store.get.return_value = {'instance_uuid': 'u0',
-                                              'memory': {'location': 'm'},
-                                              'disks': []}
+        self.engine.resumable.return_value = {
+            'id': 's1', 'instance_uuid': 'u0', 'memory': {'location': 'm'},
+            'disks': [{'target': 'vda', 'role': 'root'}]}
         # an image-backed root: no volume to check
         self.useFixture(fixtures.MockPatch(
             'nova_snapext.virt.resume.volume_sources', return_value={}))

@@ -53,8 +53,10 @@ class PolicyTest(testtools.TestCase):
                           'snapext_memory': 'file://cmp1/s2/memory.save',
                           'snapext_volumes': 'vdb=v1'}, props)
         self.assertTrue(all(isinstance(v, str) for v in props.values()))
-        # What an image that outlives its record drops.
-        self.assertEqual(set(policy.RECORD_PROPERTIES), set(props))
+        # What an image that outlives its record drops (the driver adds
+        # the bundle's link when the store keeps bundles).
+        self.assertEqual(set(policy.RECORD_PROPERTIES),
+                         set(props) | {policy.BUNDLE_PROPERTY})
 
     def test_resumable_snapshot(self):
         self.assertEqual('s1', policy.resumable_snapshot(
@@ -96,11 +98,39 @@ def _saved():
             .replace('br-new', 'br-old').replace('tap2', 'tap1'))
 
 
+class NovaContextTest(testtools.TestCase):
+
+    def test_portable_image_properties_only(self):
+        context = policy.nova_context(
+            {'name': 'small', 'memory_mb': 256, 'vcpus': 1, 'root_gb': 1},
+            {'image_hw_qemu_guest_agent': 'yes', 'image_kernel_id': 'k',
+             'image_os_command_line': 'console=ttyS0',
+             'image_os_hash_value': 'abc', 'image_os_glance_importing': 'x',
+             'image_snapext_manifest': 's0', 'image_min_ram': '0',
+             'owner_user_name': 'demo'}, 'img-1', 'p1')
+        wanted = {
+            'flavor': 'small',
+            'flavor_spec': {'memory_mb': 256, 'vcpus': 1, 'root_gb': 1},
+            'image_ref': 'img-1', 'project_id': 'p1',
+            'image_properties': {'hw_qemu_guest_agent': 'yes',
+                                 'kernel_id': 'k',
+                                 'os_command_line': 'console=ttyS0'}}
+        self.assertEqual(wanted, context)
+
+
 class ResumeTest(testtools.TestCase):
 
     def test_disk_sources_come_from_nova(self):
         self.assertEqual({'vda': '/inst/2/disk'},
                          resume.disk_sources(_saved(), NOVA_XML))
+
+    def test_the_source_directory_is_the_saved_root_disks(self):
+        # an imported snapshot's instance ran in another cloud's directory
+        record = {'id': 's1', 'disks': [{'target': 'vda', 'role': 'root'}]}
+        self.assertEqual('/inst/1', resume.source_directory(_saved(), record))
+        record['disks'][0]['role'] = 'volume'
+        self.assertRaises(exception.InvalidRequest, resume.source_directory,
+                          _saved(), record)
 
     def test_other_flavor_boots_cold(self):
         other = NOVA_XML.replace('<vcpu>1</vcpu>', '<vcpu>2</vcpu>')

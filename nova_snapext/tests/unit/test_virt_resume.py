@@ -18,11 +18,12 @@ class ResumeVerificationTest(testtools.TestCase):
         self.driver = snapext_driver.SnapextLibvirtDriver.__new__(
             snapext_driver.SnapextLibvirtDriver)
         self.engine = mock.Mock()
-        self.engine.store.get.return_value = fakes.record('s1')
+        self.engine.resumable.return_value = fakes.record('s1')
         self.driver._snapext_engine = self.engine
         self.driver._snapext_thaw = {}
         self.driver._host = mock.Mock()
-        for name in ('check_volumes', 'disk_sources', 'adopt'):
+        for name in ('check_volumes', 'disk_sources', 'source_directory',
+                     'adopt'):
             self.useFixture(fixtures.MockPatch(
                 'nova_snapext.virt.resume.%s' % name))
         self.instance = mock.Mock(uuid='u2', image_ref='img-1')

@@ -1,0 +1,157 @@
+"""Snapshots that outlive the compute host's copy: the glance store.
+
+In the real cloud, whose nova-compute runs ``[snapext] store = glance``:
+a full snapshot through ``openstack server image create`` puts its bundle
+in Glance as one hidden image the snapshot's image links to; the second
+snapshot's bundle is a delta (its disk member holds what the guest wrote
+in between); with the host's cached memory image of the first snapshot
+gone, a revert through the API fetches it and the guest continues from the
+snapshot; with the whole cache entry gone, a server booted from the
+snapshot's image still resumes its memory.  Proofs from inside the guests.
+"""
+
+import hashlib
+import json
+import os
+import shutil
+
+import openstack
+from testtools import content
+
+from nova_snapext import bundle
+from nova_snapext.tests.integration import base
+
+STORE = os.path.join(base.DATA, 'snapext')
+MIB = 1 << 20
+WRITTEN_MIB = 8
+
+
+class _Hashing(object):
+    """A file object over a download that hashes what it hands out."""
+
+    def __init__(self, raw):
+        self.raw = raw
+        self.sha512 = hashlib.sha512()
+        self.count = 0
+
+    def read(self, size=-1):
+        data = self.raw.read(size)
+        self.sha512.update(data)
+        self.count += len(data)
+        return data
+
+
+class GlanceStoreTest(base.TestCase):
+
+    def snapshot(self, server, guest):
+        """A full snapshot: (its image, (tick before, tick after))."""
+        low = guest.last_tick()[0]
+        image = base.cli('server', 'image', 'create', '--name',
+                         base.unique_name('durable'), '--wait', server.id)
+        self.addCleanup(self.admin.image.delete_image, image['id'],
+                        ignore_missing=True)
+        self.assertEqual('full', image['properties']['snapext_kind'])
+        return image, (low, guest.last_tick()[0])
+
+    def bundle_of(self, image):
+        """The bundle image, verified whole: (its Glance view, index).
+
+        Every byte is read back from Glance: its sha512 must be Glance's
+        os_hash_value, and every member its size and sha256 in the index.
+        """
+        bundle_id = image['properties']['snapext_bundle']
+        found = self.admin.image.get_image(bundle_id)
+        self.assertEqual('active', found.status)
+        self.assertTrue(found.is_hidden)
+        self.assertEqual(image['properties']['snapext_manifest'],
+                         found.properties['snapext_bundle_of'])
+        response = self.admin.image.download_image(found, stream=True)
+        data = _Hashing(response.raw)
+        index, _ = bundle.extract(data, lambda index: None,
+                                  wanted=lambda member: False)
+        while data.read(MIB):
+            pass
+        self.assertEqual(found.size, data.count)
+        self.assertEqual(found.hash_value, data.sha512.hexdigest())
+        return found, index
+
+    @staticmethod
+    def members(index):
+        return {m['name']: m for m in index['members']}
+
+    def cached(self, server, snap_id, name='manifest.json'):
+        return os.path.join(STORE, server.id, snap_id, name)
+
+    def test_snapshots_outlive_the_local_copy(self):
+        server, guest = self.boot(base.unique_name('durable'))
+        before = guest.write_file('/mnt/vda/before.bin')
+
+        # The first snapshot: a standalone bundle, linked, checksums right.
+        image1, ticks1 = self.snapshot(server, guest)
+        snap1 = image1['properties']['snapext_manifest']
+        bundle1, index1 = self.bundle_of(image1)
+        self.assertIsNone(index1['since'])
+        with open(self.cached(server, snap1)) as f:
+            record1 = json.load(f)
+        self.assertEqual(bundle1.id, record1['durable']['image_id'])
+        memory1 = self.members(index1)[bundle.MEMORY]
+        self.assertEqual((record1['memory']['sha256'],
+                          record1['memory']['bytes']),
+                         (memory1['sha256'], memory1['bytes']))
+        full_disk = self.members(index1)[bundle.disk_member('vda')]['bytes']
+
+        # The second: a delta on the first, its disk ~ what was written.
+        guest.write_file('/mnt/vda/after.bin', mib=WRITTEN_MIB)
+        image2, _ = self.snapshot(server, guest)
+        bundle2, index2 = self.bundle_of(image2)
+        self.assertEqual(snap1, index2['since'])
+        delta_disk = self.members(index2)[bundle.disk_member('vda')]['bytes']
+        self.addDetail('bundle-bytes', content.text_content(
+            'bundle 1 (standalone): %d bytes, disk member %d; bundle 2 '
+            '(delta after writing %d MiB): %d bytes, disk member %d; memory '
+            'image %d' % (bundle1.size, full_disk, WRITTEN_MIB, bundle2.size,
+                          delta_disk, memory1['bytes'])))
+        self.assertGreaterEqual(delta_disk, WRITTEN_MIB * MIB)
+        self.assertLessEqual(delta_disk, 1.1 * WRITTEN_MIB * MIB + MIB)
+
+        # The host loses its cached memory image of the first snapshot:
+        # the revert through the API fetches it from Glance.
+        os.unlink(self.cached(server, snap1, 'memory.save'))
+        offset = guest.console_size()
+        base.cli('server', 'snapshot', 'revert', '--wait', server.id, snap1,
+                 as_json=False)
+        resumed = guest.resumed_tick(offset)
+        self.assertIsNotNone(resumed, 'no TICK after the revert')
+        self.assertGreaterEqual(resumed, ticks1[0])
+        self.assertLessEqual(resumed, ticks1[1] + 2)
+        guest.wait_for_agent()
+        self.assertEqual(before, guest.sha256('/mnt/vda/before.bin'))
+        self.assertIsNone(guest.sha256('/mnt/vda/after.bin'))
+        with open(self.cached(server, snap1, 'memory.save'), 'rb') as f:
+            self.assertEqual(record1['memory']['sha256'],
+                             hashlib.sha256(f.read()).hexdigest())
+
+        # The whole cache entry (record, memory image, digests) is gone:
+        # a server booted from the first snapshot's image still resumes
+        # its memory, from what the bundle holds.
+        shutil.rmtree(os.path.dirname(self.cached(server, snap1)))
+        clone, clone_guest = self.boot(base.unique_name('durable-clone'),
+                                       image=image1['id'])
+        first = clone_guest.ticks()[0][0]
+        self.assertGreaterEqual(first, ticks1[0])
+        self.assertLessEqual(first, ticks1[1] + 2)
+        self.assertEqual(before, clone_guest.sha256('/mnt/vda/before.bin'))
+        self.assertIsNone(clone_guest.sha256('/mnt/vda/after.bin'))
+        self.assertTrue(os.path.exists(self.cached(server, snap1)))
+
+        # Deleting the first snapshot keeps its bundle: the second's delta
+        # sits on it; deleting the second then takes both.
+        base.cli('server', 'snapshot', 'delete', '--wait', snap1,
+                 as_json=False)
+        self.assertEqual('active',
+                         self.admin.image.get_image(bundle1.id).status)
+        base.cli('server', 'snapshot', 'delete', '--wait',
+                 image2['properties']['snapext_manifest'], as_json=False)
+        for gone in (bundle1, bundle2):
+            self.assertRaises(openstack.exceptions.NotFoundException,
+                              self.admin.image.get_image, gone.id)
