@@ -150,13 +150,16 @@ class GlanceBundleTest(base.TestCase):
             'image_id': image_id, 'name': name})
         self.addCleanup(self.admin.image.delete_image, result['image_id'],
                         ignore_missing=True)
-        image = self.demo.image.get_image(result['image_id'])
-        self.assertEqual(('active', 'qcow2', name), (
-            image.status, image.disk_format, image.name))
-        self.assertEqual(result['snapshot_id'],
-                         image.properties['snapext_manifest'])
-        self.assertEqual('yes', image.properties['hw_qemu_guest_agent'])
-        self.assertEqual(256, image.min_ram)
+        image = base.cli('image', 'show', result['image_id'])
+        self.assertEqual(('active', 'qcow2', name, 256), (
+            image['status'], image['disk_format'], image['name'],
+            image['min_ram']))
+        props = image['properties']
+        self.assertEqual(result['snapshot_id'], props['snapext_manifest'])
+        # what the source image's server needed to boot, carried over
+        for key in ('hw_qemu_guest_agent', 'kernel_id', 'ramdisk_id',
+                    'os_command_line'):
+            self.assertIn(key, props)
         return result
 
     def _images_named(self, name):
