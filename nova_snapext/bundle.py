@@ -41,6 +41,12 @@ MEMORY = 'memory.save'
 MAX_INDEX_BYTES = 4 << 20
 CHUNK = 1 << 20
 
+# Properties of a Glance image that holds a bundle (an export's, or one a
+# client uploaded to import).
+IMAGE_OF = 'snapext_bundle_of'
+IMAGE_SINCE = 'snapext_bundle_since'
+IMAGE_FORMAT = 'snapext_bundle_format'
+
 KINDS = ('record', 'domain-xml', 'nova', 'memory', 'disk', 'digests')
 
 _sha256 = {'type': 'string', 'pattern': '^[0-9a-f]{64}$'}
@@ -84,6 +90,15 @@ _validator = jsonschema.Draft7Validator(SCHEMA)
 
 class BundleError(exception.InvalidRequest):
     """A bundle that cannot be imported; nothing entered the store."""
+
+
+def image_properties(snapshot_id, since=None):
+    """The properties of a Glance image holding this bundle."""
+    properties = {IMAGE_OF: snapshot_id,
+                  IMAGE_FORMAT: '%s/%d' % (FORMAT, SCHEMA_VERSION)}
+    if since:
+        properties[IMAGE_SINCE] = since
+    return properties
 
 
 def disk_member(target):
@@ -234,8 +249,8 @@ def extract(fileobj, destination_for):
     """Read a bundle, verifying every member as it streams.
 
     :param destination_for: callable(index) -> a directory the members are
-        written into (called once bundle.json is read and valid); the
-        caller removes it if this raises
+        written into (called once bundle.json is read and valid), or None
+        to write nothing; the caller removes it if this raises
     :returns: (index, directory)
     :raises BundleError: anything the bundle is not allowed to be
     """
@@ -269,7 +284,7 @@ def extract(fileobj, destination_for):
                                   % (info.name, info.size, BUNDLE,
                                      want['bytes']))
             _copy_checked(tar.extractfile(info), want,
-                          os.path.join(directory, info.name))
+                          directory and os.path.join(directory, info.name))
     except tarfile.TarError as exc:
         raise BundleError('the archive is damaged or truncated: %s'
                           % exc) from exc
@@ -282,6 +297,15 @@ def extract(fileobj, destination_for):
         raise BundleError('members listed in %s are missing: %s'
                           % (BUNDLE, ', '.join(missing)))
     return index, directory
+
+
+def verify(fileobj):
+    """Check a whole bundle as :func:`extract` does, writing nothing.
+
+    :returns: the index
+    :raises BundleError: anything the bundle is not allowed to be
+    """
+    return extract(fileobj, lambda index: None)[0]
 
 
 def extract_index(fileobj):
@@ -310,23 +334,33 @@ def _read_index(tar, info):
 
 
 def _copy_checked(src, want, path):
+    """Copy a member to ``path`` (None: nowhere), checking size and sum."""
+    if path is None:
+        _check_member(src, want, lambda block: None)
+        return
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    h = hashlib.sha256()
-    count = 0
     # O_EXCL: never follow or overwrite what is already there
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, 'wb') as out:
-        while True:
-            block = src.read(CHUNK)
-            if not block:
-                break
-            count += len(block)
-            if count > want['bytes']:
-                break
-            h.update(block)
-            out.write(block)
-        out.flush()
-        os.fsync(out.fileno())
+        try:
+            _check_member(src, want, out.write)
+        finally:
+            out.flush()
+            os.fsync(out.fileno())
+
+
+def _check_member(src, want, write):
+    h = hashlib.sha256()
+    count = 0
+    while True:
+        block = src.read(CHUNK)
+        if not block:
+            break
+        count += len(block)
+        if count > want['bytes']:
+            break
+        h.update(block)
+        write(block)
     if count != want['bytes']:
         raise BundleError('member %s: %d bytes read, %s says %d'
                           % (want['name'], count, BUNDLE, want['bytes']))

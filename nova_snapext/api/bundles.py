@@ -39,11 +39,6 @@ LOG = logging.getLogger(__name__)
 VERSION = '1.2'
 EXPORT_ACTION = 'snapextExport'
 IMPORT = 'import'
-# Image properties of a bundle image.
-BUNDLE_OF = 'snapext_bundle_of'
-BUNDLE_SINCE = 'snapext_bundle_since'
-BUNDLE_FORMAT = 'snapext_bundle_format'
-FORMAT = '%s/%d' % (bundle.FORMAT, bundle.SCHEMA_VERSION)
 
 # The export reads the snapshot's states from the disks' files: they must
 # be where Nova keeps them, not in the middle of a move or a rebuild.
@@ -255,14 +250,11 @@ def _not_found(snapshot_id, server_id):
 def _bundle_image_meta(entity):
     """The queued image a bundle is written to, with what it holds."""
     snapshot_id, since = entity['snapshot_id'], entity.get('since')
-    properties = {BUNDLE_OF: snapshot_id, BUNDLE_FORMAT: FORMAT}
-    if since:
-        properties[BUNDLE_SINCE] = since
     default = 'snapext-bundle-%s%s' % (snapshot_id,
                                        '-since-%s' % since if since else '')
     return {'name': entity.get('name') or default,
             'container_format': 'bare', 'disk_format': 'raw',
-            'properties': properties}
+            'properties': bundle.image_properties(snapshot_id, since)}
 
 
 def _json(status, body):
