@@ -44,6 +44,12 @@ MEMORY = 'memory.save'
 MAX_INDEX_BYTES = 4 << 20
 CHUNK = 1 << 20
 
+# Properties of a Glance image that holds a bundle (an export's, or one a
+# client uploaded to import).
+IMAGE_OF = 'snapext_bundle_of'
+IMAGE_SINCE = 'snapext_bundle_since'
+IMAGE_FORMAT = 'snapext_bundle_format'
+
 KINDS = ('record', 'domain-xml', 'nova', 'memory', 'disk', 'digests')
 
 _sha256 = {'type': 'string', 'pattern': '^[0-9a-f]{64}$'}
@@ -88,6 +94,15 @@ _validator = jsonschema.Draft7Validator(SCHEMA)
 
 class BundleError(exception.InvalidRequest):
     """A bundle that cannot be imported; nothing entered the store."""
+
+
+def image_properties(snapshot_id, since=None):
+    """The properties of a Glance image holding this bundle."""
+    properties = {IMAGE_OF: snapshot_id,
+                  IMAGE_FORMAT: '%s/%d' % (FORMAT, SCHEMA_VERSION)}
+    if since:
+        properties[IMAGE_SINCE] = since
+    return properties
 
 
 def disk_member(target):
@@ -254,8 +269,8 @@ def extract(fileobj, destination_for, wanted=None):
     """Read a bundle, verifying every member as it streams.
 
     :param destination_for: callable(index) -> a directory the members are
-        written into (called once bundle.json is read and valid); the
-        caller removes it if this raises
+        written into (called once bundle.json is read and valid), or None
+        to write nothing; the caller removes it if this raises
     :param wanted: callable(member of bundle.json) -> whether to write it;
         the others are read and verified all the same, but not kept (a
         cache that needs only a bundle's memory image and digests)
@@ -293,7 +308,8 @@ def extract(fileobj, destination_for, wanted=None):
                                      want['bytes']))
             _copy_checked(tar.extractfile(info), want,
                           os.path.join(directory, info.name)
-                          if wanted is None or wanted(want) else None)
+                          if directory and (wanted is None or wanted(want))
+                          else None)
     except tarfile.TarError as exc:
         raise BundleError('the archive is damaged or truncated: %s'
                           % exc) from exc
@@ -306,6 +322,15 @@ def extract(fileobj, destination_for, wanted=None):
         raise BundleError('members listed in %s are missing: %s'
                           % (BUNDLE, ', '.join(missing)))
     return index, directory
+
+
+def verify(fileobj):
+    """Check a whole bundle as :func:`extract` does, writing nothing.
+
+    :returns: the index
+    :raises BundleError: anything the bundle is not allowed to be
+    """
+    return extract(fileobj, lambda index: None)[0]
 
 
 def extract_index(fileobj):
@@ -334,32 +359,33 @@ def _read_index(tar, info):
 
 
 def _copy_checked(src, want, path):
-    """Copy a member to ``path`` (None: only check it), verifying it."""
-    h = hashlib.sha256()
-    count = 0
-    out = None
-    if path is not None:
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        # O_EXCL: never follow or overwrite what is already there
-        out = os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL,
-                                0o600), 'wb')
-    try:
-        while True:
-            block = src.read(CHUNK)
-            if not block:
-                break
-            count += len(block)
-            if count > want['bytes']:
-                break
-            h.update(block)
-            if out is not None:
-                out.write(block)
-        if out is not None:
+    """Copy a member to ``path`` (None: nowhere), checking size and sum."""
+    if path is None:
+        _check_member(src, want, lambda block: None)
+        return
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    # O_EXCL: never follow or overwrite what is already there
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, 'wb') as out:
+        try:
+            _check_member(src, want, out.write)
+        finally:
             out.flush()
             os.fsync(out.fileno())
-    finally:
-        if out is not None:
-            out.close()
+
+
+def _check_member(src, want, write):
+    h = hashlib.sha256()
+    count = 0
+    while True:
+        block = src.read(CHUNK)
+        if not block:
+            break
+        count += len(block)
+        if count > want['bytes']:
+            break
+        h.update(block)
+        write(block)
     if count != want['bytes']:
         raise BundleError('member %s: %d bytes read, %s says %d'
                           % (want['name'], count, BUNDLE, want['bytes']))

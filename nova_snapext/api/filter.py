@@ -19,7 +19,10 @@ the path as Nova routes:
   202 once the server runs from the snapshot;
 * ``POST /servers/{id}/action`` ``{"createImage": ...}`` of a
   volume-backed server when full snapshots apply: a full snapshot through
-  the agent, answered exactly as Nova answers createImage.
+  the agent, answered exactly as Nova answers createImage;
+* from instance-snapshot 1.2, ``POST /servers/{id}/action``
+  ``{"snapextExport": ...}`` and ``POST /snapext-snapshots/import``
+  (bundles.py).
 
 Every other request, including a createImage that is not ours, reaches
 Nova untouched.
@@ -35,6 +38,7 @@ from oslo_log import log as logging
 import webob
 import webob.dec
 
+from nova_snapext.api import bundles as bundles_mod
 from nova_snapext.api import controller as controller_mod
 from nova_snapext.api import faults
 from nova_snapext.api import microversion
@@ -46,6 +50,7 @@ LOG = logging.getLogger(__name__)
 
 # Nova's ProjectMapper accepts hex (and dashes) as a project id in a path.
 _PROJECT = r'^(?:/(?P<project_id>[0-9a-f-]+))?'
+_IMPORT = re.compile(_PROJECT + r'/snapext-snapshots/import/?$')
 _TREE = re.compile(_PROJECT + r'/servers/(?P<server_id>[^/]+)'
                               r'/snapext-snapshots/?$')
 _SNAPSHOT = re.compile(_PROJECT + r'/snapext-snapshots/(?P<snapshot_id>[^/]+)'
@@ -55,10 +60,11 @@ _ACTION = re.compile(_PROJECT + r'/servers/(?P<server_id>[^/]+)/action/?$')
 
 class SnapextFilter(object):
 
-    def __init__(self, application, conf, controller=None):
+    def __init__(self, application, conf, controller=None, bundles=None):
         self.application = application
         self.conf = conf
         self._controller = controller
+        self._bundles = bundles
 
     @property
     def controller(self):
@@ -70,6 +76,16 @@ class SnapextFilter(object):
                 rpc_api.AgentAPI(self.conf), compute_api.HostAPI())
         return self._controller
 
+    @property
+    def bundles(self):
+        # The controller's clients: one RPC client per worker.
+        if self._bundles is None:
+            controller = self.controller
+            self._bundles = bundles_mod.Bundles(
+                controller.compute_api, controller.image_api,
+                controller.agent)
+        return self._bundles
+
     @webob.dec.wsgify
     def __call__(self, req):
         context = req.environ.get('nova.context')
@@ -80,6 +96,11 @@ class SnapextFilter(object):
                       'it after keystonecontext in api-paste.ini')
             return self.application
         path = req.path_info
+        match = _IMPORT.match(path)
+        if match:
+            # Before _SNAPSHOT, which would take "import" for an id.
+            return self._versioned(req, context, match,
+                                   {'POST': self._import})
         match = _TREE.match(path)
         if match:
             return self._versioned(req, context, match, {'GET': self._tree})
@@ -131,6 +152,12 @@ class SnapextFilter(object):
                                req.environ['snapext.body'])
         return webob.Response(status=202)
 
+    def _export(self, req, context, match):
+        return self.bundles.export(req, context, match)
+
+    def _import(self, req, context, match):
+        return self.bundles.import_bundle(req, context, match)
+
     # -- server actions ------------------------------------------------------
 
     def _action(self, req, context, match):
@@ -144,6 +171,10 @@ class SnapextFilter(object):
             req.environ['snapext.body'] = body
             return self._versioned(req, context, match,
                                    {'POST': self._revert})
+        if bundles_mod.EXPORT_ACTION in body:
+            req.environ['snapext.body'] = body
+            return self._versioned(req, context, match,
+                                   {'POST': self._export})
         if 'createImage' in body:
             return self._create_image(req, context, match, body)
         return self.application

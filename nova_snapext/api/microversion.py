@@ -21,7 +21,11 @@ HEADER = nova_wsgi.API_VERSION_REQUEST_HEADER
 # * 1.1 - GET /snapext-snapshots/{id} has ``verification``: the last check
 #         of the snapshot's memory image and disk states (by a revert, a
 #         clone or ``snapext verify``) and when, or null.
-VERSIONS = ['1.0', '1.1']
+# * 1.2 - Bundles: the snapextExport server action (202, the bundle
+#         streams into a new Glance image of the caller) and
+#         POST /snapext-snapshots/import (201, a snapshot and a bootable
+#         image from a bundle in a Glance image).
+VERSIONS = ['1.0', '1.1', '1.2']
 MIN_VERSION = VERSIONS[0]
 MAX_VERSION = VERSIONS[-1]
 

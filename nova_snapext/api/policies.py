@@ -23,6 +23,9 @@ DELETE = PREFIX % 'delete'
 DELETE_BROKEN = PREFIX % 'delete_broken'
 REVERT = PREFIX % 'revert'
 CREATE = PREFIX % 'create'
+EXPORT = PREFIX % 'export'
+IMPORT = PREFIX % 'import'
+IMPORT_HOST = PREFIX % 'import:host'
 
 
 def _rule(name, check_str, description, method, path):
@@ -61,6 +64,23 @@ _rules = [
           'for snapext_full=true, which is then refused.  Nova\'s own '
           'create_image rules apply as well.',
           'POST', '/servers/{server_id}/action (createImage)'),
+    _rule(EXPORT, base.PROJECT_MEMBER_OR_ADMIN,
+          'Export a snapshot of a server to a bundle in a new Glance image '
+          'of the caller (server action snapextExport).',
+          'POST', '/servers/{server_id}/action (snapextExport)'),
+    # The target is the caller's own project: what is imported (the
+    # snapshot, the bootable image) becomes the caller's, and the bundle
+    # image must be one the caller can see in Glance.
+    _rule(IMPORT, base.PROJECT_MEMBER_OR_ADMIN,
+          'Import a bundle from a Glance image the caller can see, making '
+          'a snapshot and a bootable image of the caller\'s project.',
+          'POST', '/snapext-snapshots/import'),
+    # As Nova's compute:servers:create:forced_host: hosts are the
+    # operator's business.
+    _rule(IMPORT_HOST, base.ADMIN,
+          'Choose the compute host an import runs on ("host" in the '
+          'request).',
+          'POST', '/snapext-snapshots/import'),
 ]
 
 
@@ -99,10 +119,11 @@ def _register():
 def authorize(context, rule, instance, fatal=True):
     """Nova's ``context.can`` on the instance's project.
 
+    :param instance: the instance, or None for the caller's own project
     :raises nova.exception.PolicyNotAuthorized: (403) when denied and
         ``fatal``; otherwise returns False.
     """
     _register()
-    target = {'project_id': instance.project_id,
-              'user_id': instance.user_id}
+    owner = instance or context
+    target = {'project_id': owner.project_id, 'user_id': owner.user_id}
     return context.can(rule, target=target, fatal=fatal)

@@ -17,24 +17,52 @@ from nova_snapext.api import faults
 # createImage metadata key that asks for (or declines) a full snapshot.
 SNAPEXT_FULL = 'snapext_full'
 
-revert = {
-    'type': 'object',
-    'properties': {
-        'snapextRevert': {
-            'type': 'object',
-            'properties': {
-                # A store key: no path separator, no hidden name.
-                'snapshot_id': {'type': 'string', 'minLength': 1,
-                                'maxLength': 255,
-                                'pattern': r'^[^/.][^/]*$'},
+# A store key: no path separator, no hidden name.
+_snapshot_id = {'type': 'string', 'minLength': 1, 'maxLength': 255,
+                'pattern': r'^[^/.][^/]*$'}
+# Glance's limit on an image name.
+_image_name = {'type': 'string', 'minLength': 1, 'maxLength': 255}
+
+
+def _action(name, properties, required):
+    """A body holding one object, ``name``, of exactly ``properties``."""
+    return {
+        'type': 'object',
+        'properties': {
+            name: {
+                'type': 'object',
+                'properties': properties,
+                'required': required,
+                'additionalProperties': False,
             },
-            'required': ['snapshot_id'],
-            'additionalProperties': False,
         },
-    },
-    'required': ['snapextRevert'],
-    'additionalProperties': False,
-}
+        'required': [name],
+        'additionalProperties': False,
+    }
+
+
+revert = _action('snapextRevert', {'snapshot_id': _snapshot_id},
+                 ['snapshot_id'])
+
+# instance-snapshot 1.2
+export = _action('snapextExport',
+                 {'snapshot_id': _snapshot_id,
+                  # an ancestor exported before: only what changed since
+                  'since': _snapshot_id,
+                  # of the Glance image the bundle is written to
+                  'name': _image_name},
+                 ['snapshot_id'])
+
+import_bundle = _action('import',
+                        {'image_id': {'type': 'string', 'format': 'uuid'},
+                         # of the bootable image the import makes
+                         'name': _image_name,
+                         # import on this server's host
+                         'server_id': {'type': 'string', 'format': 'uuid'},
+                         # admin only: import on this compute host
+                         'host': {'type': 'string', 'minLength': 1,
+                                  'maxLength': 255}},
+                        ['image_id', 'name'])
 
 create_image = server_schemas.create_image
 

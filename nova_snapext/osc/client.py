@@ -1,10 +1,16 @@
-"""A small client of the snapext API, under the compute endpoint."""
+"""A small client of the snapext API, under the compute endpoint.
+
+Bundles travel through Glance: the client reads and writes bundle images
+with Glance's v2 API in the same keystone session.
+"""
 
 from keystoneauth1 import adapter
 from osc_lib import exceptions
 
 HEADER = 'OpenStack-API-Version'
 SERVICE_TYPE = 'instance-snapshot'
+# What a download holds in memory at once.
+CHUNK = 1 << 20
 
 
 class Client(object):
@@ -15,14 +21,15 @@ class Client(object):
         self.api = adapter.Adapter(session, service_type='compute',
                                    region_name=region_name,
                                    interface=interface)
+        self.image = adapter.Adapter(session, service_type='image',
+                                     region_name=region_name,
+                                     interface=interface, version='2')
 
     def _request(self, method, url, **kwargs):
         headers = {HEADER: '%s %s' % (SERVICE_TYPE, self.version)}
         resp = self.api.request(url, method, headers=headers,
                                 raise_exc=False, **kwargs)
-        if resp.status_code >= 400:
-            raise _error(resp)
-        return resp
+        return _checked(resp)
 
     def tree(self, server_id):
         return self._request(
@@ -39,6 +46,66 @@ class Client(object):
         self._request('POST', '/servers/%s/action' % server_id,
                       json={'snapextRevert': {'snapshot_id': snapshot_id}})
 
+    def export(self, server_id, snapshot_id, since=None):
+        """Start an export (1.2); the id of the image it is written to."""
+        entity = {'snapshot_id': snapshot_id}
+        if since:
+            entity['since'] = since
+        return self._request('POST', '/servers/%s/action' % server_id,
+                             json={'snapextExport': entity}).json()[
+                                 'image_id']
+
+    def import_bundle(self, image_id, name, server_id=None):
+        """Import the bundle in an image (1.2): {snapshot_id, image_id}."""
+        entity = {'image_id': image_id, 'name': name}
+        if server_id:
+            entity['server_id'] = server_id
+        return self._request('POST', '/snapext-snapshots/import',
+                             json={'import': entity}).json()
+
+    # -- Glance ------------------------------------------------------------
+
+    def _image_request(self, method, url, **kwargs):
+        return _checked(self.image.request(url, method, raise_exc=False,
+                                           **kwargs))
+
+    def get_image(self, image_id):
+        return self._image_request('GET', '/images/%s' % image_id).json()
+
+    def download_image(self, image_id, fileobj):
+        """Stream the image's data into ``fileobj``; the bytes written."""
+        resp = self._image_request('GET', '/images/%s/file' % image_id,
+                                   stream=True)
+        count = 0
+        for chunk in resp.iter_content(CHUNK):
+            fileobj.write(chunk)
+            count += len(chunk)
+        return count
+
+    def upload_image(self, fileobj, name, properties):
+        """A new raw image of ``fileobj``'s bytes (streamed); its id."""
+        body = dict(properties, name=name, container_format='bare',
+                    disk_format='raw')
+        image_id = self._image_request('POST', '/images', json=body).json()[
+            'id']
+        try:
+            self._image_request(
+                'PUT', '/images/%s/file' % image_id, data=fileobj,
+                headers={'Content-Type': 'application/octet-stream'})
+        except BaseException:
+            self.delete_image(image_id)
+            raise
+        return image_id
+
+    def delete_image(self, image_id):
+        self._image_request('DELETE', '/images/%s' % image_id)
+
+
+def _checked(resp):
+    if resp.status_code >= 400:
+        raise _error(resp)
+    return resp
+
 
 def _error(resp):
     """An osc-lib exception carrying the fault's message and status."""
@@ -49,6 +116,8 @@ def _error(resp):
         message = fault.get('message', message)
     except (ValueError, StopIteration, AttributeError):
         pass
+    # One line: Glance answers in plain text over several.
+    message = ' '.join(str(message).split())
     klass = {400: exceptions.BadRequest, 401: exceptions.Unauthorized,
              403: exceptions.Forbidden, 404: exceptions.NotFound,
              409: exceptions.Conflict}.get(resp.status_code,

@@ -1,5 +1,7 @@
-"""openstack server snapshot list | show | revert | delete."""
+"""openstack server snapshot list | show | revert | delete | export |
+import."""
 
+import os
 import sys
 import time
 
@@ -8,8 +10,15 @@ from osc_lib.command import command
 from osc_lib import exceptions
 from osc_lib import utils
 
+from nova_snapext import bundle
+
 _LIST_COLUMNS = ('ID', 'Kind', 'Created At', 'Parent', 'Current', 'State',
                  'Reason')
+_EXPORT_FIELDS = ('snapshot_id', 'since', 'file', 'bytes', 'members',
+                  'image_id')
+_IMPORT_FIELDS = ('snapshot_id', 'image_id')
+# Glance's image states after which an export's image never becomes active.
+_IMAGE_FAILED = ('killed', 'deleted', 'pending_delete', 'deactivated')
 _SHOW_FIELDS = ('id', 'server_id', 'parent_id', 'created_at', 'kind',
                 'state', 'reason', 'quiesce', 'memory', 'disks', 'image_id',
                 'verification')
@@ -225,3 +234,146 @@ class DeleteSnapshot(command.Command):
                 return True, 'deleted'
             return False, 'deleting'
         return poll
+
+
+def _image_active(client, image_id, what):
+    def poll():
+        status = client.get_image(image_id)['status']
+        if status in _IMAGE_FAILED:
+            raise exceptions.CommandError(
+                '%s failed: its image %s is %s (the compute host\'s log '
+                'says why)' % (what, image_id, status))
+        return status == 'active', status
+    return poll
+
+
+def _download_bundle(client, image_id, path):
+    """The image's bundle in ``path``, atomically, once verified: index."""
+    part = path + '.part'
+    try:
+        with open(part, 'wb') as f:
+            client.download_image(image_id, f)
+            f.flush()
+            os.fsync(f.fileno())
+        with open(part, 'rb') as f:
+            index = _verified(f, 'the downloaded bundle')
+        os.rename(part, path)
+    except BaseException:
+        if os.path.exists(part):
+            os.unlink(part)
+        raise
+    return index
+
+
+def _verified(fileobj, what):
+    try:
+        return bundle.verify(fileobj)
+    except bundle.BundleError as exc:
+        raise exceptions.CommandError('%s is not a valid bundle: %s'
+                                      % (what, exc))
+
+
+def _delete_image(client, image_id):
+    """Delete a temporary image; a failure is a warning, not an error."""
+    try:
+        client.delete_image(image_id)
+    except exceptions.ClientException as exc:
+        sys.stderr.write('warning: image %s was not deleted: %s\n'
+                         % (image_id, exc))
+
+
+class ExportSnapshot(command.ShowOne):
+    """Export a snapshot with its metadata to a bundle file."""
+
+    def get_parser(self, prog_name):
+        parser = super().get_parser(prog_name)
+        parser.add_argument('snapshot', metavar='<snapshot>',
+                            help='Snapshot ID')
+        parser.add_argument('file', metavar='<file>',
+                            help='The bundle file to write (replaced once '
+                                 'the whole bundle is downloaded and '
+                                 'verified)')
+        parser.add_argument('--since', metavar='<ancestor>',
+                            help='Export only what changed since this '
+                                 'ancestor (whose bundle the importing '
+                                 'cloud must have imported first)')
+        parser.add_argument('--keep-image', action='store_true',
+                            help='Keep the Glance image the bundle is '
+                                 'written to (deleted by default)')
+        parser.add_argument('--timeout', type=int, default=3600,
+                            metavar='<seconds>',
+                            help='How long to wait for the export '
+                                 '(default 3600)')
+        return parser
+
+    def take_action(self, parsed_args):
+        client = self.app.client_manager.instance_snapshot
+        snapshot_id = parsed_args.snapshot
+        server_id = client.show(snapshot_id)['server_id']
+        image_id = client.export(server_id, snapshot_id, parsed_args.since)
+        what = 'export of %s' % snapshot_id
+        try:
+            _Waiter(what, timeout=parsed_args.timeout).until(
+                _image_active(client, image_id, what))
+            index = _download_bundle(client, image_id, parsed_args.file)
+        finally:
+            if not parsed_args.keep_image:
+                _delete_image(client, image_id)
+        members = {m['name']: m['bytes'] for m in index['members']}
+        return _EXPORT_FIELDS, (
+            index['snapshot_id'], index['since'], parsed_args.file,
+            os.path.getsize(parsed_args.file), members,
+            image_id if parsed_args.keep_image else None)
+
+
+class ImportSnapshot(command.ShowOne):
+    """Import a bundle: a snapshot and a bootable image of it."""
+
+    def get_parser(self, prog_name):
+        parser = super().get_parser(prog_name)
+        parser.add_argument('file', metavar='<file>', nargs='?',
+                            help='The bundle file (verified here, then '
+                                 'uploaded to a temporary image)')
+        parser.add_argument('--image', metavar='<image>',
+                            help='A Glance image holding the bundle '
+                                 '(name or ID), instead of a file')
+        parser.add_argument('--name', metavar='<name>', required=True,
+                            help='Name of the bootable image to make')
+        parser.add_argument('--server', metavar='<server>',
+                            help='Import on this server\'s host (name or '
+                                 'ID), e.g. to revert it to the imported '
+                                 'snapshot')
+        return parser
+
+    def take_action(self, parsed_args):
+        if bool(parsed_args.file) == bool(parsed_args.image):
+            raise exceptions.CommandError(
+                'give a bundle <file> or --image <image>, one of them')
+        client = self.app.client_manager.instance_snapshot
+        server_id = (_find_server(self.app, parsed_args.server)
+                     if parsed_args.server else None)
+        upload_id = None
+        if parsed_args.file:
+            image_id = upload_id = self._upload(client, parsed_args.file)
+        else:
+            image_id = self.app.client_manager.image.find_image(
+                parsed_args.image, ignore_missing=False).id
+        try:
+            result = client.import_bundle(image_id, parsed_args.name,
+                                          server_id)
+        finally:
+            if upload_id:
+                _delete_image(client, upload_id)
+        return _IMPORT_FIELDS, (result['snapshot_id'], result['image_id'])
+
+    @staticmethod
+    def _upload(client, path):
+        with open(path, 'rb') as f:
+            index = _verified(f, path)
+        sys.stderr.write('uploading %s (%d bytes)\n'
+                         % (path, os.path.getsize(path)))
+        with open(path, 'rb') as f:
+            return client.upload_image(
+                f, 'snapext-bundle-upload-%s' % index['snapshot_id'],
+                bundle.image_properties(index['snapshot_id'],
+                                        index['since']))

@@ -154,6 +154,15 @@ gunicorn_service() {
     # which keystoneauth does not retry.  A keep-alive longer than any
     # poll interval (as a load balancer in front of the APIs has) closes
     # that window.
+    # NOTE: --timeout does not bound a request.  With --threads the worker
+    # is gunicorn's gthread one, whose main loop tells the arbiter it is
+    # alive every second whatever its threads serve, so a long request
+    # (POST /snapext-snapshots/import waits for the agent to read, verify
+    # and store a whole bundle; a revert or a volume-backed capture too)
+    # runs until the agent answers, bounded by [snapext]
+    # rpc_capture_timeout, not by gunicorn.  (A sync worker would be
+    # killed after --timeout seconds in one request; a proxy in front of
+    # nova-api needs a read timeout at least as long.)
     local cmd=("${launcher[@]}" "$venv/bin/gunicorn" --pythonpath "$AIO_HERE/wsgi"
                --chdir "$RUN" --bind "127.0.0.1:$port" --workers "$workers"
                --threads 4 --timeout 600 --graceful-timeout 5 --keep-alive 75

@@ -423,3 +423,35 @@ class BundleTest(BundleFixture):
         exc = self.assertRaises(bundle.BundleError, self._import,
                                 b'not a bundle' * 100)
         self.assertIn('not a tar archive', str(exc))
+
+
+class VerifyTest(testtools.TestCase):
+    """bundle.verify: import's checks, nothing written (the client's)."""
+
+    def _bundle(self):
+        out = io.BytesIO()
+        bundle.write(out, {'snapshot_id': 's1', 'instance_uuid': UUID,
+                           'since': None},
+                     [bundle.bytes_member(bundle.RECORD, 'record', b'{}'),
+                      bundle.bytes_member(bundle.MEMORY, 'memory',
+                                          b'm' * 5000)])
+        return out.getvalue()
+
+    def test_a_good_bundle_gives_its_index(self):
+        self.useFixture(fixtures.MockPatch(
+            'os.open', side_effect=AssertionError('verify wrote a file')))
+        index = bundle.verify(io.BytesIO(self._bundle()))
+        self.assertEqual('s1', index['snapshot_id'])
+        self.assertEqual([bundle.RECORD, bundle.MEMORY],
+                         [m['name'] for m in index['members']])
+
+    def test_every_member_is_checked(self):
+        members = _members(self._bundle())
+        for crafted, why in [
+                ([(i, d[:-1] + b'!' if i.name == bundle.MEMORY else d)
+                  for i, d in members], 'does not match its sha256'),
+                (members[:-1], 'members listed in bundle.json are missing'),
+                (members[1:], 'the first member is record.json')]:
+            exc = self.assertRaises(bundle.BundleError, bundle.verify,
+                                    io.BytesIO(_tar(crafted)))
+            self.assertIn(why, str(exc))

@@ -2,11 +2,15 @@
 
 import argparse
 import io
+import os
+import sys
 from unittest import mock
 
+import fixtures
 from osc_lib import exceptions
 import testtools
 
+from nova_snapext import bundle
 from nova_snapext.osc import client as client_mod
 from nova_snapext.osc import plugin
 from nova_snapext.osc import v1
@@ -143,8 +147,9 @@ class CommandTest(testtools.TestCase):
                          shown['verification'].machine_readable())
 
     def test_default_api_version_shows_the_last_verification(self):
-        self.assertEqual('1.1', plugin.DEFAULT_API_VERSION)
+        self.assertEqual('1.2', plugin.DEFAULT_API_VERSION)
         self.assertIn('1.1', plugin.API_VERSIONS)
+        self.assertIn('1.2', plugin.API_VERSIONS)
 
     def test_revert_waits_with_a_progress_line(self):
         server = mock.Mock(status='ACTIVE', task_state=None)
@@ -167,3 +172,164 @@ class CommandTest(testtools.TestCase):
         with mock.patch('sys.stderr', err):
             self.run_cmd(v1.DeleteSnapshot, ['--wait', 'a'])
         self.assertIn('delete a: deleted', err.getvalue())
+
+
+def _bundle_bytes(snapshot_id='a', since=None):
+    out = io.BytesIO()
+    bundle.write(out, {'snapshot_id': snapshot_id, 'instance_uuid': 'srv',
+                       'since': since},
+                 [bundle.bytes_member(bundle.RECORD, 'record', b'{}'),
+                  bundle.bytes_member(bundle.MEMORY, 'memory', b'm' * 999)])
+    return out.getvalue()
+
+
+class BundleClientTest(testtools.TestCase):
+
+    def setUp(self):
+        super().setUp()
+        self.client = client_mod.Client(mock.Mock(), version='1.2')
+        self.client.api = mock.Mock()
+        self.client.image = mock.Mock()
+
+    def test_export_and_import_bodies(self):
+        self.client.api.request.return_value = _resp(202, {'image_id': 'i'})
+        self.assertEqual('i', self.client.export('srv', 'a', since='p'))
+        args, kwargs = self.client.api.request.call_args
+        self.assertEqual(('/servers/srv/action', 'POST'), args)
+        self.assertEqual({'snapextExport': {'snapshot_id': 'a',
+                                            'since': 'p'}}, kwargs['json'])
+        self.assertEqual('instance-snapshot 1.2',
+                         kwargs['headers']['OpenStack-API-Version'])
+        self.client.api.request.return_value = _resp(
+            201, {'snapshot_id': 'a', 'image_id': 'b'})
+        self.client.import_bundle('i', 'n', server_id='srv')
+        args, kwargs = self.client.api.request.call_args
+        self.assertEqual(('/snapext-snapshots/import', 'POST'), args)
+        self.assertEqual({'import': {'image_id': 'i', 'name': 'n',
+                                     'server_id': 'srv'}}, kwargs['json'])
+
+    def test_upload_streams_the_file_and_drops_a_failed_image(self):
+        created = _resp(201, {'id': 'up'})
+        self.client.image.request.side_effect = [created, _resp(204)]
+        f = io.BytesIO(b'data')
+        self.assertEqual('up', self.client.upload_image(f, 'n', {'p': 'v'}))
+        calls = self.client.image.request.call_args_list
+        self.assertEqual({'p': 'v', 'name': 'n', 'container_format': 'bare',
+                          'disk_format': 'raw'}, calls[0][1]['json'])
+        self.assertEqual(('/images/up/file', 'PUT'), calls[1][0])
+        self.assertIs(f, calls[1][1]['data'])
+        self.client.image.request.side_effect = [
+            created, _resp(413, 'Request\n  Entity Too Large'), _resp(204)]
+        exc = self.assertRaises(exceptions.ClientException,
+                                self.client.upload_image, f, 'n', {})
+        self.assertEqual('Request Entity Too Large (HTTP 413)', str(exc))
+        self.assertEqual(('/images/up', 'DELETE'),
+                         self.client.image.request.call_args[0])
+
+
+class BundleCommandTest(CommandTest):
+
+    def setUp(self):
+        super().setUp()
+        self.dir = self.useFixture(fixtures.TempDir()).path
+        self.api.show.return_value = SNAP
+        self.api.export.return_value = 'img'
+        self.data = _bundle_bytes()
+        self.api.download_image.side_effect = (
+            lambda image_id, f: f.write(self.data))
+        self.api.get_image.return_value = {'status': 'active'}
+        self.useFixture(fixtures.MockPatch('sys.stderr', io.StringIO()))
+
+    def export(self, *argv):
+        return self.run_cmd(v1.ExportSnapshot,
+                            ['a', os.path.join(self.dir, 'b.tar')] +
+                            list(argv))
+
+    def test_export_downloads_verifies_and_drops_the_image(self):
+        self.api.get_image.side_effect = [{'status': 'queued'},
+                                          {'status': 'saving'},
+                                          {'status': 'active'}]
+        with mock.patch('time.sleep'):
+            fields, values = self.export('--since', 'p')
+        self.api.export.assert_called_once_with('srv', 'a', 'p')
+        shown = dict(zip(fields, values))
+        self.assertEqual('a', shown['snapshot_id'])
+        self.assertEqual(len(self.data), shown['bytes'])
+        self.assertIsNone(shown['image_id'])
+        with open(os.path.join(self.dir, 'b.tar'), 'rb') as f:
+            self.assertEqual(self.data, f.read())
+        self.api.delete_image.assert_called_once_with('img')
+        self.assertIn('export of a: active', sys.stderr.getvalue())
+
+    def test_keep_image(self):
+        fields, values = self.export('--keep-image')
+        self.assertEqual('img', dict(zip(fields, values))['image_id'])
+        self.api.delete_image.assert_not_called()
+
+    def test_a_killed_image_is_one_line_and_is_deleted(self):
+        self.api.get_image.return_value = {'status': 'killed'}
+        exc = self.assertRaises(exceptions.CommandError, self.export)
+        self.assertEqual("export of a failed: its image img is killed (the "
+                         "compute host's log says why)", str(exc))
+        self.api.delete_image.assert_called_once_with('img')
+        self.assertEqual([], os.listdir(self.dir))
+
+    def test_a_damaged_download_leaves_no_file(self):
+        self.data = self.data.replace(b'm' * 999, b'x' * 999)
+        exc = self.assertRaises(exceptions.CommandError, self.export)
+        self.assertIn('the downloaded bundle is not a valid bundle',
+                      str(exc))
+        self.assertEqual([], os.listdir(self.dir))
+        self.api.delete_image.assert_called_once_with('img')
+
+    def test_import_of_a_file_uploads_imports_and_drops_the_upload(self):
+        path = os.path.join(self.dir, 'b.tar')
+        with open(path, 'wb') as f:
+            f.write(_bundle_bytes('s9', since='s8'))
+        self.api.upload_image.return_value = 'up'
+        self.api.import_bundle.return_value = {'snapshot_id': 's9',
+                                               'image_id': 'boot'}
+        fields, values = self.run_cmd(v1.ImportSnapshot, [
+            path, '--name', 'n', '--server', 'myserver'])
+        self.assertEqual({'snapshot_id': 's9', 'image_id': 'boot'},
+                         dict(zip(fields, values)))
+        args = self.api.upload_image.call_args[0]
+        self.assertEqual(('snapext-bundle-upload-s9',
+                          {'snapext_bundle_of': 's9',
+                           'snapext_bundle_since': 's8',
+                           'snapext_bundle_format': 'snapext-bundle/1'}),
+                         args[1:])
+        self.api.import_bundle.assert_called_once_with('up', 'n', 'srv')
+        self.api.delete_image.assert_called_once_with('up')
+        # refused by the cloud: the upload goes all the same
+        self.api.delete_image.reset_mock()
+        self.api.import_bundle.side_effect = exceptions.BadRequest(
+            400, 'bad bundle')
+        self.assertRaises(exceptions.BadRequest, self.run_cmd,
+                          v1.ImportSnapshot, [path, '--name', 'n'])
+        self.api.delete_image.assert_called_once_with('up')
+
+    def test_import_refuses_a_bad_file_before_uploading(self):
+        path = os.path.join(self.dir, 'b.tar')
+        with open(path, 'wb') as f:
+            f.write(b'not a bundle' * 100)
+        exc = self.assertRaises(exceptions.CommandError, self.run_cmd,
+                                v1.ImportSnapshot, [path, '--name', 'n'])
+        self.assertIn('not a tar archive', str(exc))
+        self.api.upload_image.assert_not_called()
+
+    def test_import_of_an_image(self):
+        self.app.client_manager.image.find_image.return_value = mock.Mock(
+            id='bundle-img')
+        self.api.import_bundle.return_value = {'snapshot_id': 's',
+                                               'image_id': 'boot'}
+        self.run_cmd(v1.ImportSnapshot, ['--image', 'b', '--name', 'n'])
+        self.api.import_bundle.assert_called_once_with('bundle-img', 'n',
+                                                       None)
+        self.api.delete_image.assert_not_called()
+
+    def test_import_needs_a_file_or_an_image(self):
+        for argv in (['--name', 'n'], ['f', '--image', 'i', '--name', 'n']):
+            exc = self.assertRaises(exceptions.CommandError, self.run_cmd,
+                                    v1.ImportSnapshot, argv)
+            self.assertIn('one of them', str(exc))

@@ -170,12 +170,12 @@ class MicroversionTest(FilterTestCase):
             resp = self.tree(asked)
             self.assertEqual(200, resp.status_int)
             self.assertEqual('instance-snapshot %s' % (
-                '1.0' if asked.endswith('1.0') else '1.1'),
+                '1.0' if asked.endswith('1.0') else '1.2'),
                 resp.headers[HEADER])
             self.assertVary(resp)
 
     def test_unsupported_version_is_406(self):
-        for asked in ('instance-snapshot 1.2', 'instance-snapshot 2.0',
+        for asked in ('instance-snapshot 1.3', 'instance-snapshot 2.0',
                       'instance-snapshot 0.9'):
             resp = self.tree(asked)
             self.assertFault(resp, 406, 'computeFault', 'not supported')
@@ -191,7 +191,7 @@ class MicroversionTest(FilterTestCase):
         resp = self.request('/snapext-snapshots/nope',
                             version='instance-snapshot latest')
         self.assertFault(resp, 404, 'itemNotFound')
-        self.assertEqual('instance-snapshot 1.1', resp.headers[HEADER])
+        self.assertEqual('instance-snapshot 1.2', resp.headers[HEADER])
         self.assertVary(resp)
 
 
@@ -885,7 +885,8 @@ class PolicyTest(FilterTestCase):
         rules = {r.name: r for r in policies.list_rules()}
         self.assertEqual({policies.INDEX, policies.SHOW, policies.DELETE,
                           policies.DELETE_BROKEN, policies.REVERT,
-                          policies.CREATE}, set(rules))
+                          policies.CREATE, policies.EXPORT, policies.IMPORT,
+                          policies.IMPORT_HOST}, set(rules))
         self.assertEqual('rule:context_is_admin',
                          rules[policies.DELETE_BROKEN].check_str)
         self.assertEqual('rule:project_reader_or_admin',

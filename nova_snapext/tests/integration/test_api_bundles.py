@@ -1,0 +1,204 @@
+"""Bundles in a real cloud: export to a file, import, boot from it.
+
+What a user types (``openstack server image create``, ``openstack server
+snapshot export/import``, ``openstack server create``), the API's answers
+to bad requests, and the proof from inside the guest booted from the
+imported snapshot: its RAM counter continues from the snapshot's and a file
+written before the snapshot is there with its sha256.
+"""
+
+import os
+import time
+import uuid
+
+import fixtures
+
+from nova_snapext import bundle
+from nova_snapext.tests.integration import base
+
+V12 = {'OpenStack-API-Version': 'instance-snapshot 1.2'}
+
+
+class BundleTest(base.TestCase):
+
+    def setUp(self):
+        super().setUp()
+        self.dir = self.useFixture(fixtures.TempDir()).path
+
+    def full_snapshot(self, server, guest):
+        """(snapshot id, image, (low, high) ticks around the capture)."""
+        low = guest.last_tick()[0]
+        image = base.cli('server', 'image', 'create', '--name',
+                         base.unique_name('full'), '--wait', server.id)
+        high = guest.last_tick()[0]
+        self.addCleanup(self.admin.image.delete_image, image['id'],
+                        ignore_missing=True)
+        self.assertEqual('full', image['properties']['snapext_kind'])
+        return image['properties']['snapext_manifest'], image, (low, high)
+
+    def assertCliError(self, code, *args, words=None):
+        """The CLI fails with exit 1 and one line naming HTTP ``code``."""
+        proc = base.cli(*args, check=False, as_json=False)
+        self.assertEqual(1, proc.returncode, proc.stdout)
+        lines = proc.stderr.strip().splitlines()
+        self.assertEqual(1, len(lines), proc.stderr)
+        self.assertNotIn('Traceback', proc.stderr)
+        if code:
+            self.assertIn('HTTP %d' % code, lines[0])
+        if words:
+            self.assertIn(words, lines[0])
+        return lines[0]
+
+    def bundle_images(self, snapshot_id):
+        return [i.id for i in self.demo.image.images()
+                if (i.properties or {}).get(bundle.IMAGE_OF) == snapshot_id]
+
+    # -- what the API answers before any agent call ------------------------
+
+    def test_refusals(self):
+        server, guest = self.boot(base.unique_name('bundle-bad'))
+        snap_id, _, _ = self.full_snapshot(server, guest)
+        action = '/servers/%s/action' % server.id
+
+        def export(entity, **kw):
+            return self.api('POST', action, headers=V12,
+                            json_body={'snapextExport': entity}, **kw)
+
+        def import_(entity, **kw):
+            return self.api('POST', '/snapext-snapshots/import',
+                            headers=V12, json_body={'import': entity}, **kw)
+
+        # Bad bodies, unknown or foreign snapshots, ancestry, version,
+        # policy: each answered before any image is made.
+        self.assertEqual(400, export({'snapshot_id': '../x'}).status_code)
+        self.assertEqual(400, export({'snapshot_id': snap_id,
+                                      'force': True}).status_code)
+        resp = export({'snapshot_id': str(uuid.uuid4())})
+        self.assertEqual(404, resp.status_code, resp.text)
+        resp = export({'snapshot_id': snap_id, 'since': snap_id})
+        self.assertEqual(400, resp.status_code, resp.text)
+        self.assertIn('not an ancestor', resp.text)
+        resp = self.api('POST', action, json_body={
+            'snapextExport': {'snapshot_id': snap_id}},
+            headers={'OpenStack-API-Version': 'instance-snapshot 1.1'})
+        self.assertEqual(404, resp.status_code, resp.text)
+        self.assertIn('1.2', resp.text)
+        resp = export({'snapshot_id': snap_id},
+                      conn=base.connect('demo-reader'))
+        self.assertEqual(403, resp.status_code, resp.text)
+        resp = export({'snapshot_id': snap_id}, conn=base.connect('alt'))
+        self.assertEqual(404, resp.status_code, resp.text)
+        self.assertEqual([], self.bundle_images(snap_id))
+
+        # Import: the bundle image must be the caller's to see, and active.
+        resp = import_({'image_id': str(uuid.uuid4()), 'name': 'n'})
+        self.assertEqual(404, resp.status_code, resp.text)
+        queued = self.demo.image.create_image(
+            name=base.unique_name('queued'), disk_format='raw',
+            container_format='bare')
+        self.addCleanup(self.admin.image.delete_image, queued.id,
+                        ignore_missing=True)
+        resp = import_({'image_id': queued.id, 'name': 'n'})
+        self.assertEqual(409, resp.status_code, resp.text)
+        resp = import_({'image_id': queued.id, 'name': 'n'},
+                       conn=base.connect('alt'))
+        self.assertEqual(404, resp.status_code, resp.text)
+        resp = import_({'image_id': queued.id, 'name': 'n',
+                        'host': 'anywhere'})
+        self.assertEqual(403, resp.status_code, resp.text)
+        resp = import_({'image_id': 'not-a-uuid', 'name': 'n'})
+        self.assertEqual(400, resp.status_code, resp.text)
+        resp = self.api('POST', '/snapext-snapshots/import', headers=V12)
+        self.assertEqual(415, resp.status_code, resp.text)
+
+        # The same through the CLI: one line, exit 1, no traceback.
+        path = os.path.join(self.dir, 'b.tar')
+        self.assertCliError(404, 'server', 'snapshot', 'export',
+                            str(uuid.uuid4()), path)
+        self.assertCliError(400, 'server', 'snapshot', 'export', snap_id,
+                            path, '--since', snap_id,
+                            words='not an ancestor')
+        self.assertFalse(os.path.exists(path))
+        with open(path, 'wb') as f:
+            f.write(b'not a bundle' * 1000)
+        self.assertCliError(None, 'server', 'snapshot', 'import', path,
+                            '--name', 'n', words='not a tar archive')
+        self.assertCliError(409, 'server', 'snapshot', 'import', '--image',
+                            queued.id, '--name', 'n')
+        self.assertCliError(None, 'server', 'snapshot', 'import',
+                            '--name', 'n', words='one of them')
+
+    # -- the whole trip (needs the agent's export and import) -----------
+
+    def test_export_import_boot(self):
+        server, guest = self.boot(base.unique_name('bundle'))
+        before = guest.write_file('/mnt/vda/before.bin')
+        snap_id, image, (low, high) = self.full_snapshot(server, guest)
+        guest.write_file('/mnt/vda/after.bin')
+
+        path = os.path.join(self.dir, 'snap.bundle')
+        started = time.monotonic()
+        shown = base.cli('server', 'snapshot', 'export', snap_id, path)
+        export_s = time.monotonic() - started
+        self.assertEqual(snap_id, shown['snapshot_id'])
+        self.assertIsNone(shown['image_id'])
+        self.assertEqual(os.path.getsize(path), shown['bytes'])
+        with open(path, 'rb') as f:
+            index = bundle.verify(f)
+        self.assertEqual(server.id, index['instance_uuid'])
+        self.assertIsNone(index['since'])
+        names = {m['name'] for m in index['members']}
+        self.assertTrue({bundle.RECORD, bundle.MEMORY,
+                         bundle.disk_member('vda')} <= names, names)
+        self.assertEqual([], self.bundle_images(snap_id),
+                         'the export left its image behind')
+        self.assertEqual([], [p for p in os.listdir(self.dir)
+                              if p.endswith('.part')])
+
+        # The snapshot exists here already: 409 with the agent's message,
+        # and the uploaded image is gone all the same.
+        self.assertCliError(409, 'server', 'snapshot', 'import', path,
+                            '--name', base.unique_name('dup'))
+        self.assertEqual([], self.bundle_images(snap_id))
+
+        # A bundle image the agent refuses: 400 with its reason.
+        junk = self.demo.image.create_image(
+            name=base.unique_name('junk'), disk_format='raw',
+            container_format='bare', data=b'junk' * 4096)
+        self.addCleanup(self.admin.image.delete_image, junk.id,
+                        ignore_missing=True)
+        self.assertCliError(400, 'server', 'snapshot', 'import', '--image',
+                            junk.id, '--name', 'n', words='tar')
+
+        # Gone from this cloud (with its image), then imported back.
+        base.cli('server', 'snapshot', 'delete', '--wait', snap_id,
+                 as_json=False)
+        started = time.monotonic()
+        imported = base.cli('server', 'snapshot', 'import', path, '--name',
+                            base.unique_name('imported'))
+        import_s = time.monotonic() - started
+        self.addCleanup(self.admin.image.delete_image, imported['image_id'],
+                        ignore_missing=True)
+        self.assertEqual(snap_id, imported['snapshot_id'])
+        self.assertEqual([], self.bundle_images(snap_id),
+                         'the import left the uploaded bundle behind')
+        print('export %.1f s (%d bytes), import %.1f s'
+              % (export_s, os.path.getsize(path), import_s))
+
+        # A new server from the bootable image resumes the snapshot.
+        booted = base.cli('server', 'create', '--image',
+                          imported['image_id'], '--flavor', base.FLAVOR,
+                          '--network', 'none', '--wait',
+                          base.unique_name('from-bundle'))
+        self.addCleanup(self.delete_server, booted['id'])
+        clone = self.guest(booted['id'])
+        clone.wait_for_tick(timeout=120)
+        first = clone.ticks()[0][0]
+        self.assertTrue(low <= first <= high + 2,
+                        'counter resumed at %d, the snapshot was taken '
+                        'between ticks %d and %d' % (first, low, high))
+        clone.wait_for_agent(timeout=180)
+        self.assertEqual(before, clone.sha256('/mnt/vda/before.bin'))
+        self.assertIsNone(clone.sha256('/mnt/vda/after.bin'))
+        # The first server runs on, untouched.
+        self.assertEqual(before, guest.sha256('/mnt/vda/before.bin'))
