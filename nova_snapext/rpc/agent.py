@@ -81,13 +81,16 @@ class AgentEndpoint(object):
 
     target = messaging.Target(version='2.3')
 
-    def __init__(self, conf, engine, host, images=None):
+    def __init__(self, conf, engine, host, images=None, project_of=None):
         self.conf = conf
         self.engine = engine
         self.host = host
         # Glance (nova_snapext.glance.Images) where the agent runs in
         # nova-compute; None in the standalone agent
         self.images = images
+        # callable(instance uuid) -> the project of that server in this
+        # cloud, or None when there is none (nova-compute's; None here)
+        self.project_of = project_of
         self.ops = ops.OperationLog()
         self.watchdog = watchdog.Watchdog(self._watchdog_thaw,
                                           marker_dir=conf.snapext.lock_path)
@@ -468,6 +471,21 @@ class AgentEndpoint(object):
         self.ops.finish(op)
         LOG.info('exported %s into image %s', what, image_id)
 
+    def _check_owner(self, context, record):
+        """Only a server's own project may add to its snapshot tree.
+
+        A bundle names the server it was taken of; where that server
+        exists, an imported snapshot joins its tree (listed, reverted,
+        deleted with it), so a bundle crafted with another project's
+        server would plant a snapshot there.
+        """
+        owner = self.project_of and self.project_of(record['instance_uuid'])
+        if owner and owner != context.project_id and not context.is_admin:
+            raise exception.InvalidRequest(
+                'snapshot %s was taken of server %s, which belongs to '
+                'another project: only that project may import it'
+                % (record['id'], record['instance_uuid']))
+
     @_operation('import_bundle', with_context=True)
     def import_bundle(self, op, ctxt, spec):
         spec = _import_spec(spec)
@@ -481,6 +499,7 @@ class AgentEndpoint(object):
         def bootable(record, directory):
             # the whole image read and checked before anything is kept
             download.finish()
+            self._check_owner(context, record)
             root, meta = policy.bootable_image(
                 record, spec['name'], self.host, self.engine.store.name)
             disk = self.engine.standalone_disk(
@@ -604,10 +623,10 @@ class AgentService(object):
     """
 
     def __init__(self, conf, engine, host, transport=None,
-                 notification_transport=None, images=None):
+                 notification_transport=None, images=None, project_of=None):
         self.conf = conf
         self.host = host
-        self.endpoint = AgentEndpoint(conf, engine, host, images)
+        self.endpoint = AgentEndpoint(conf, engine, host, images, project_of)
         self._transport = transport
         self._notification_transport = notification_transport
         self._server = None

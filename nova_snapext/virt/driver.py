@@ -40,6 +40,15 @@ CONF = nova.conf.CONF
 snapext_conf.register_opts(CONF)
 
 
+def _project_of(instance_uuid):
+    """The project of a server of this cloud, or None if there is none."""
+    try:
+        return objects.Instance.get_by_uuid(
+            nova_context.get_admin_context(), instance_uuid).project_id
+    except nova_exception.InstanceNotFound:
+        return None
+
+
 class SnapextLibvirtDriver(libvirt_driver.LibvirtDriver):
 
     def __init__(self, virtapi, read_only=False):
@@ -68,7 +77,8 @@ class SnapextLibvirtDriver(libvirt_driver.LibvirtDriver):
         self.snapext.recover()
         self._snapext_agent = agent.AgentService(
             CONF, self.snapext, CONF.host,
-            images=glance.Images(self._image_api))
+            images=glance.Images(self._image_api),
+            project_of=_project_of)
         self._snapext_agent.start()
 
     def cleanup_host(self, host):
@@ -370,7 +380,8 @@ class SnapextLibvirtDriver(libvirt_driver.LibvirtDriver):
             saved_xml = self._host.get_connection().saveImageGetXMLDesc(
                 memory_file, 0)
             sources = resume.disk_sources(saved_xml, nova_xml)
-            source_dir = resume.source_directory(saved_xml, record)
+            source_dir = resume.source_directory(saved_xml, record,
+                                                 CONF.instances_path)
         except Exception as exc:
             LOG.warning('cannot resume snapshot %s (%s); booting cold',
                         snapshot_id, exc, instance=instance)

@@ -41,14 +41,19 @@ def disk_sources(saved_xml, nova_xml):
     return sources
 
 
-def source_directory(saved_xml, record):
+def source_directory(saved_xml, record, instances_path):
     """The instance directory the snapshot's domain ran from.
 
-    Where its root disk was at capture, read from the memory image's own
-    XML: for a snapshot imported from another host or cloud, whose
-    instances directory may be elsewhere, as for one taken here.
+    Where its image-backed root disk was at capture, read from the memory
+    image's own XML: for a snapshot imported from another host or cloud,
+    whose instances directory may be elsewhere, as for one taken here.  A
+    volume-backed root lives on its volume's share, not in the instance
+    directory, which is then this host's ``instances_path``/<uuid> (such
+    snapshots are not imported: they always come from this cloud).
     """
-    roots = {d['target'] for d in record['disks'] if d['role'] == 'root'}
+    roots = {d['target']: d for d in record['disks'] if d['role'] == 'root'}
+    if any(d.get('volume_id') for d in roots.values()):
+        return os.path.join(instances_path, record['instance_uuid'])
     for disk in domain_xml.writable_disks(saved_xml):
         if disk.target in roots:
             return os.path.dirname(disk.path)

@@ -198,6 +198,20 @@ class AgentBundleTest(test_bundle.BundleFixture):
         self.assertIn('glance store full', str(exc))
         self.assertNothingImported(before)
 
+    def test_another_projects_server_keeps_its_tree(self):
+        image_id, _ = self._export('s1')
+        before = set(self.api.images)
+        uuid = self.src.store.get('s1')['instance_uuid']
+        owners = {uuid: 'other'}
+        self.target.project_of = owners.get
+        exc = self.assertRaises(exception.InvalidRequest, self._import,
+                                image_id)
+        self.assertIn('belongs to another project', str(exc))
+        self.assertNothingImported(before)
+        # its own project may (CTXT's), to revert into it
+        owners[uuid] = CTXT['project_id']
+        self.assertEqual('s1', self._import(image_id)['snapshot_id'])
+
     def test_a_snapshot_already_here_is_a_conflict(self):
         image_id, _ = self._export('s1')
         self._import(image_id, 'first')

@@ -126,11 +126,21 @@ class ResumeTest(testtools.TestCase):
 
     def test_the_source_directory_is_the_saved_root_disks(self):
         # an imported snapshot's instance ran in another cloud's directory
-        record = {'id': 's1', 'disks': [{'target': 'vda', 'role': 'root'}]}
-        self.assertEqual('/inst/1', resume.source_directory(_saved(), record))
+        record = {'id': 's1', 'instance_uuid': 'u1',
+                  'disks': [{'target': 'vda', 'role': 'root'}]}
+        self.assertEqual('/inst/1', resume.source_directory(
+            _saved(), record, '/here'))
         record['disks'][0]['role'] = 'volume'
         self.assertRaises(exception.InvalidRequest, resume.source_directory,
-                          _saved(), record)
+                          _saved(), record, '/here')
+
+    def test_a_volume_root_resumes_from_this_hosts_directory(self):
+        # the root's path is the volume's share, not the instance's
+        record = {'id': 's1', 'instance_uuid': 'u1',
+                  'disks': [{'target': 'vda', 'role': 'root',
+                             'volume_id': 'v1'}]}
+        self.assertEqual('/here/u1', resume.source_directory(
+            _saved(), record, '/here'))
 
     def test_other_flavor_boots_cold(self):
         other = NOVA_XML.replace('<vcpu>1</vcpu>', '<vcpu>2</vcpu>')
