@@ -300,6 +300,13 @@ class InterruptedCaptureTest(base.GuestTestCase, interrupted.KillMixin):
 
     def test_killed_while_frozen(self):
         self.capture_and_kill(lambda: None)
+        # libvirtd finishes a memory save its killed client started, and
+        # holds the guest paused at its end for a moment: what the kill
+        # leaves behind is the freeze after that.
+        deadline = time.monotonic() + 60
+        while self.guest.dom.state()[0] != libvirt.VIR_DOMAIN_RUNNING:
+            self.assertLess(time.monotonic(), deadline, 'guest not running')
+            time.sleep(0.1)
         self.assertEqual('frozen', self.guest.freeze_status())
         done = self.assertRecovered(self.engine.recover)
         self.assertEqual([self.guest.name], done['thawed'])

@@ -54,7 +54,7 @@ class RpcContractTest(AgentTestCase):
         g = self.guest
         pong = self.api.ping(self.ctxt, self.host)
         self.assertEqual(self.host, pong['host'])
-        self.assertEqual('2.1', pong['version'])
+        self.assertEqual(api.AgentAPI.LATEST, pong['version'])
         self.assertNotEqual(os.getpid(), pong['pid'])
         self.assertEqual([], pong['frozen'])
 

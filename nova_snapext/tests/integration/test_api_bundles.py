@@ -37,10 +37,16 @@ class BundleTest(base.TestCase):
         return image['properties']['snapext_manifest'], image, (low, high)
 
     def assertCliError(self, code, *args, words=None):
-        """The CLI fails with exit 1 and one line naming HTTP ``code``."""
+        """The CLI fails with exit 1 and one line naming HTTP ``code``.
+
+        The error's line may follow the command's own progress line (an
+        import says what it uploads before nova-api answers).
+        """
         proc = base.cli(*args, check=False, as_json=False)
         self.assertEqual(1, proc.returncode, proc.stdout)
         lines = proc.stderr.strip().splitlines()
+        if len(lines) == 2 and lines[0].startswith('uploading '):
+            lines = lines[1:]
         self.assertEqual(1, len(lines), proc.stderr)
         self.assertNotIn('Traceback', proc.stderr)
         if code:
@@ -188,7 +194,7 @@ class BundleTest(base.TestCase):
         # A new server from the bootable image resumes the snapshot.
         booted = base.cli('server', 'create', '--image',
                           imported['image_id'], '--flavor', base.FLAVOR,
-                          '--network', 'none', '--wait',
+                          '--nic', 'none', '--wait',
                           base.unique_name('from-bundle'))
         self.addCleanup(self.delete_server, booted['id'])
         clone = self.guest(booted['id'])

@@ -558,7 +558,7 @@ class SnapextTaskStateTest(SnapextNovaTestBase):
         self.release = threading.Event()
         self.reverts = []
 
-        def revert(engine, snapshot_id):
+        def revert(engine, snapshot_id, context=None):
             self.reverts.append(snapshot_id)
             self.reverting.set()
             self.release.wait(30)
