@@ -199,6 +199,20 @@ class TestCase(testtools.TestCase):
             kwargs['json'] = json_body
         return conn.compute.request(path, method, **kwargs)
 
+    def full_snapshot_image(self, server, guest, prefix='full'):
+        """``openstack server image create`` of a running server.
+
+        :returns: (the image, (tick before, tick after) the capture)
+        """
+        low = guest.last_tick()[0]
+        image = cli('server', 'image', 'create', '--name',
+                    unique_name(prefix), '--wait', server.id)
+        high = guest.last_tick()[0]
+        self.addCleanup(self.admin.image.delete_image, image['id'],
+                        ignore_missing=True)
+        self.assertEqual('full', image['properties']['snapext_kind'])
+        return image, (low, high)
+
     def wait_image(self, image_id, timeout=300):
         image = self.demo.image.get_image(image_id)
         return self.demo.image.wait_for_status(image, 'active',

@@ -27,14 +27,8 @@ class BundleTest(base.TestCase):
 
     def full_snapshot(self, server, guest):
         """(snapshot id, image, (low, high) ticks around the capture)."""
-        low = guest.last_tick()[0]
-        image = base.cli('server', 'image', 'create', '--name',
-                         base.unique_name('full'), '--wait', server.id)
-        high = guest.last_tick()[0]
-        self.addCleanup(self.admin.image.delete_image, image['id'],
-                        ignore_missing=True)
-        self.assertEqual('full', image['properties']['snapext_kind'])
-        return image['properties']['snapext_manifest'], image, (low, high)
+        image, ticks = self.full_snapshot_image(server, guest)
+        return image['properties']['snapext_manifest'], image, ticks
 
     def assertCliError(self, code, *args, words=None):
         """The CLI fails with exit 1 and one line naming HTTP ``code``.

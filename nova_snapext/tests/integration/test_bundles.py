@@ -70,15 +70,9 @@ class GlanceBundleTest(base.TestCase):
         self.workdir = self.useFixture(fixtures.TempDir()).path
 
     def _snapshot(self, server, guest):
-        """A full snapshot, its createImage image, the ticks around it."""
-        low = guest.last_tick()[0]
-        image = base.cli('server', 'image', 'create', '--name',
-                         base.unique_name('full'), '--wait', server.id)
-        self.addCleanup(self.admin.image.delete_image, image['id'],
-                        ignore_missing=True)
-        self.assertEqual('full', image['properties']['snapext_kind'])
-        return image['properties']['snapext_manifest'], (
-            low, guest.last_tick()[0])
+        """A full snapshot's id, the ticks around it."""
+        image, ticks = self.full_snapshot_image(server, guest)
+        return image['properties']['snapext_manifest'], ticks
 
     def _queued(self, what):
         """An image with no data yet, as nova-api makes for an export."""

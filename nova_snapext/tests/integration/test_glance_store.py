@@ -45,13 +45,7 @@ class GlanceStoreTest(base.TestCase):
 
     def snapshot(self, server, guest):
         """A full snapshot: (its image, (tick before, tick after))."""
-        low = guest.last_tick()[0]
-        image = base.cli('server', 'image', 'create', '--name',
-                         base.unique_name('durable'), '--wait', server.id)
-        self.addCleanup(self.admin.image.delete_image, image['id'],
-                        ignore_missing=True)
-        self.assertEqual('full', image['properties']['snapext_kind'])
-        return image, (low, guest.last_tick()[0])
+        return self.full_snapshot_image(server, guest, 'durable')
 
     def bundle_of(self, image):
         """The bundle image, verified whole: (its Glance view, index).
