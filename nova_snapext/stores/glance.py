@@ -338,6 +338,20 @@ class GlanceStore(file_store.FileStore):
         self._drop_images(context, [record],
                           self.list(record['instance_uuid']))
 
+    def delete_broken(self, instance_uuid, snapshot_id, context=None):
+        super().delete_broken(instance_uuid, snapshot_id)
+        # The record cannot say which bundle was its own: Glance can.
+        try:
+            found = self.images.find_hidden(self._context(context),
+                                            {BUNDLE_OF: snapshot_id})
+        except Exception as exc:
+            LOG.error('cannot look for the bundle image of broken snapshot '
+                      '%s: %s; delete the hidden image whose %s is %s by '
+                      'hand', snapshot_id, exc, BUNDLE_OF, snapshot_id)
+            return
+        gone = [{'durable': {'chain': [image['id']]}} for image in found]
+        self._drop_images(context, gone, self.list(instance_uuid))
+
     def forget(self, instance_uuid, context=None):
         records = self.list(instance_uuid)
         count = super().forget(instance_uuid)

@@ -8,7 +8,8 @@ them again, parents first, shared with the server's project.  The proof:
 the first snapshot's cached memory image is then lost too, and a revert
 through the API fetches it from the new bundle (the snapshot image's
 ``snapext_bundle`` link still names the deleted one) and the guest
-continues from the snapshot.
+continues from the snapshot.  A damaged record deleted through the API
+takes its bundle (named by Glance, not by the record) with it.
 """
 
 import os
@@ -76,8 +77,18 @@ class BundleImageDeletedTest(base.TestCase):
         self.assertEqual(before, guest.sha256('/mnt/vda/before.bin'))
         self.assertIsNone(guest.sha256('/mnt/vda/after.bin'))
 
-        # Deleting the server takes the new bundles with it.
+        # A record the host can no longer read is deleted through the API
+        # with its bundle, which Glance names (the record cannot).
+        with open(base.cached(server.id, snap2), 'w') as f:
+            f.write('{"damaged')
+        base.cli('server', 'snapshot', 'delete', '--wait', snap2,
+                 as_json=False)
+        self.assertRaises(openstack.exceptions.NotFoundException,
+                          self.admin.image.get_image, redone2['image_id'])
+        self.assertEqual('active', self.admin.image.get_image(
+            redone1['image_id']).status)
+
+        # Deleting the server takes the last bundle with it.
         self.delete_server(server.id)
-        for image_id in (redone1['image_id'], redone2['image_id']):
-            self.assertRaises(openstack.exceptions.NotFoundException,
-                              self.admin.image.get_image, image_id)
+        self.assertRaises(openstack.exceptions.NotFoundException,
+                          self.admin.image.get_image, redone1['image_id'])

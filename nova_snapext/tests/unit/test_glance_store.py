@@ -179,6 +179,23 @@ class GlanceStoreTest(testtools.TestCase):
         self.assertEqual([('service', record['durable']['image_id'])],
                          deleted)
 
+    def break_record(self, record):
+        with open(self.store.local_path(record, 'manifest.json'), 'w') as f:
+            f.write('{not json')
+
+    def test_a_broken_record_takes_its_bundle_found_in_glance(self):
+        record = self.durable(_record('s1'))
+        self.break_record(record)
+        self.store.delete_broken(record['instance_uuid'], 's1')
+        self.assertEqual(set(), self.live_images())
+
+    def test_a_broken_record_keeps_the_bundle_a_child_needs(self):
+        parent = self.durable(_record('s1'))
+        child = self.durable(_record('s2', 's1'), since='s1')
+        self.break_record(parent)
+        self.store.delete_broken(parent['instance_uuid'], 's1')
+        self.assertEqual(set(child['durable']['chain']), self.live_images())
+
     def test_images_to_drop_follows_whole_chains(self):
         a = {'durable': {'chain': ['A']}}
         b = {'durable': {'chain': ['B', 'A']}}
