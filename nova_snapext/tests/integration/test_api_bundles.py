@@ -208,11 +208,21 @@ class BundleTest(base.TestCase):
 
     # -- the whole trip (needs the agent's export and import) -----------
 
-    def test_export_import_boot(self):
-        server, guest = self.boot(base.unique_name('bundle'))
+    def snapshot_between_files(self, prefix):
+        """A server's full snapshot taken between two files' writes.
+
+        :returns: (server, guest, the first file's sha256, the snapshot
+            id, (low, high) ticks around the capture)
+        """
+        server, guest = self.boot(base.unique_name(prefix))
         before = guest.write_file('/mnt/vda/before.bin')
-        snap_id, image, (low, high) = self.full_snapshot(server, guest)
+        snap_id, _, ticks = self.full_snapshot(server, guest)
         guest.write_file('/mnt/vda/after.bin')
+        return server, guest, before, snap_id, ticks
+
+    def test_export_import_boot(self):
+        server, guest, before, snap_id, (low, high) = (
+            self.snapshot_between_files('bundle'))
 
         path = os.path.join(self.dir, 'snap.bundle')
         started = time.monotonic()
@@ -287,10 +297,8 @@ class BundleTest(base.TestCase):
 
     def test_upload_import_boot(self):
         """The bundle as the request body, raw HTTP with a real token."""
-        server, guest = self.boot(base.unique_name('upload'))
-        before = guest.write_file('/mnt/vda/before.bin')
-        snap_id, image, (low, high) = self.full_snapshot(server, guest)
-        guest.write_file('/mnt/vda/after.bin')
+        server, guest, before, snap_id, (low, high) = (
+            self.snapshot_between_files('upload'))
         path = os.path.join(self.dir, 'snap.bundle')
         base.cli('server', 'snapshot', 'export', snap_id, path)
         size = os.path.getsize(path)
