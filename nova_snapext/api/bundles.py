@@ -173,7 +173,7 @@ class Bundles(object):
         started = time.monotonic()
         # Images.create deletes the image when the upload fails.
         staging = images.create(context, _staging_image_meta(context),
-                                body.chunks(), 'an uploaded bundle')
+                                body.chunks(), 'the request body')
         LOG.info('bundle upload of %d bytes staged in image %s in %.1f s',
                  body.count, staging['id'], time.monotonic() - started)
         try:
