@@ -118,6 +118,25 @@ RPC_OPTS = [
 ]
 
 
+# nova-api's own: what the snapext filter accepts.
+API_OPTS = [
+    # Glance's own default image_size_cap (1 TiB): a bundle larger than
+    # that could not be staged in Glance anyway.
+    cfg.IntOpt('max_bundle_upload_bytes', default=1 << 40, min=0,
+               help='Largest bundle, in bytes, that POST '
+                    '/snapext-snapshots/import accepts as its body '
+                    '(instance-snapshot 1.3).  nova-api streams it into a '
+                    'hidden Glance image of the caller and never holds it '
+                    'in memory or on its disk; Glance\'s image_size_cap and '
+                    'the caller\'s image quota apply as well.  The body '
+                    'gets past [oslo_middleware] max_request_body_size '
+                    'through the snapext_upload filter, which only this '
+                    'route uses: every other request keeps that limit.  0 '
+                    'refuses uploads (an import then names a Glance image '
+                    'holding the bundle).'),
+]
+
+
 NOTIFICATION_OPTS = [
     cfg.BoolOpt('image_delete_listener', default=True,
                 help='Whether the snapext agent listens for Glance\'s '
@@ -142,7 +161,8 @@ def register_opts(conf):
     conf.register_opts(OPTS, group=GROUP)
     conf.register_opts(RPC_OPTS, group=GROUP)
     conf.register_opts(NOTIFICATION_OPTS, group=GROUP)
+    conf.register_opts(API_OPTS, group=GROUP)
 
 
 def list_opts():
-    return [(GROUP, OPTS + RPC_OPTS + NOTIFICATION_OPTS)]
+    return [(GROUP, OPTS + RPC_OPTS + NOTIFICATION_OPTS + API_OPTS)]

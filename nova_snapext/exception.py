@@ -13,6 +13,10 @@ class InvalidRequest(SnapextError):
     """The request cannot be carried out as asked (bad input)."""
 
 
+class TooLarge(InvalidRequest):
+    """What was sent is larger than this cloud accepts."""
+
+
 class NotFound(SnapextError):
     """A domain or snapshot that does not exist."""
 

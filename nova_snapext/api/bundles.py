@@ -11,6 +11,12 @@
   snapshot and makes a bootable image named ``name``; 201 with both ids
   once done (a long request: nova-api's server and any proxy in front of
   it must let it run, see tools/aio/aio.sh).
+* from 1.3, ``POST /snapext-snapshots/import?name=...[&server_id=...|
+  &host=...]`` with ``Content-Type: application/octet-stream`` and the
+  bundle as the body (a Content-Length or chunked): nova-api streams the
+  body, once the caller is authenticated and authorized, into a hidden,
+  private Glance image of the caller (upload.py), imports from it as
+  above, and deletes it whatever the outcome; 201 as above.
 
 A server the caller may not see, or a snapshot that is not that server's,
 is a 404, as everywhere in this API.  Which snapshots a server has is its
@@ -18,6 +24,7 @@ host's answer (the agent's tree): nova-api needs no access to the store.
 """
 
 import random
+import time
 
 from nova.compute import api as compute_api
 from nova.compute import vm_states
@@ -31,12 +38,17 @@ from nova_snapext.api import faults
 from nova_snapext.api import microversion
 from nova_snapext.api import policies
 from nova_snapext.api import schemas
+from nova_snapext.api import upload
 from nova_snapext import bundle
+from nova_snapext import glance
 from nova_snapext import manifest
 
 LOG = logging.getLogger(__name__)
 
 VERSION = '1.2'
+# The bundle as the body of the import.
+UPLOAD_VERSION = '1.3'
+STAGING_PREFIX = 'snapext-bundle-upload-'
 EXPORT_ACTION = 'snapextExport'
 IMPORT = 'import'
 
@@ -49,7 +61,8 @@ EXPORTABLE = (vm_states.ACTIVE, vm_states.STOPPED, vm_states.PAUSED,
 class Bundles(object):
     """The two handlers; each takes (req, context, match) and answers."""
 
-    def __init__(self, compute, image_api, agent, host_api=None):
+    def __init__(self, conf, compute, image_api, agent, host_api=None):
+        self.conf = conf
         self.compute = compute
         self.image_api = image_api
         self.agent = agent
@@ -125,24 +138,61 @@ class Bundles(object):
     # -- import --------------------------------------------------------------
 
     def import_bundle(self, req, context, match):
-        _require_version(req, 'POST /snapext-snapshots/import')
+        if req.content_type == upload.CONTENT_TYPE:
+            return self._import_upload(req, context)
+        _require_version(req, 'POST /snapext-snapshots/import', VERSION)
         if req.content_type != 'application/json':
-            # An upload through nova-api would meet its request size limit
-            # ([oslo_middleware] max_request_body_size) first.
-            raise faults.Fault(415, 'Send a JSON body naming a Glance image '
-                                    'that holds the bundle (upload the '
-                                    'bundle to Glance first).')
+            raise faults.Fault(415, 'Send the bundle as the body '
+                                    '(Content-Type: %s, %s %s), or a JSON '
+                                    'body naming a Glance image that holds '
+                                    'it.' % (upload.CONTENT_TYPE,
+                                             microversion.SERVICE_TYPE,
+                                             UPLOAD_VERSION))
         entity = schemas.validate(schemas.import_bundle,
                                   schemas.parse_json(req))[IMPORT]
+        self._authorize_import(context, entity)
+        self._check_bundle_image(context, entity['image_id'])
+        host = self._import_host(context, entity)
+        return self._import(req, context, host, entity['image_id'],
+                            entity['name'])
+
+    def _import_upload(self, req, context):
+        """The body is the bundle: staged in Glance, imported, dropped.
+
+        Everything that can be refused is checked before the first byte
+        of the body is read; the staging image is a hidden, private image
+        of the caller, deleted whatever the outcome.
+        """
+        _require_version(req, 'POST /snapext-snapshots/import with the '
+                              'bundle as its body', UPLOAD_VERSION)
+        entity = schemas.validate(schemas.import_upload, schemas.query(req))
+        self._authorize_import(context, entity)
+        host = self._import_host(context, entity)
+        body = upload.Body.of(req, self.conf.snapext.max_bundle_upload_bytes)
+        images = glance.Images(self.image_api)
+        started = time.monotonic()
+        # Images.create deletes the image when the upload fails.
+        staging = images.create(context, _staging_image_meta(context),
+                                body.chunks(), 'the request body')
+        LOG.info('bundle upload of %d bytes staged in image %s in %.1f s',
+                 body.count, staging['id'], time.monotonic() - started)
+        try:
+            return self._import(req, context, host, staging['id'],
+                                entity['name'])
+        finally:
+            images.delete(context, staging['id'])
+
+    @staticmethod
+    def _authorize_import(context, entity):
         # What is imported becomes the caller's.
         policies.authorize(context, policies.IMPORT, None)
         if 'host' in entity:
             policies.authorize(context, policies.IMPORT_HOST, None)
-        self._check_bundle_image(context, entity['image_id'])
-        host = self._import_host(context, entity)
+
+    def _import(self, req, context, host, image_id, name):
+        """The agent on ``host`` imports the bundle in ``image_id``: 201."""
         result = self.agent.import_bundle(
-            context.to_dict(), host, {'image_id': entity['image_id'],
-                                      'name': entity['name']})
+            context.to_dict(), host, {'image_id': image_id, 'name': name})
         resp = _json(201, {'snapshot_id': result['snapshot_id'],
                            'image_id': result['image_id']})
         resp.headers['Location'] = '%s/snapext-snapshots/%s' % (
@@ -205,13 +255,13 @@ class Bundles(object):
             raise faults.Fault(404, exc.format_message())
 
 
-def _require_version(req, what):
+def _require_version(req, what, version=VERSION):
     # As Nova answers a method its microversion lacks: 404.
-    if not microversion.at_least(req.environ['snapext.version'], VERSION):
+    if not microversion.at_least(req.environ['snapext.version'], version):
         raise faults.Fault(404, '%s needs %s API version %s or later '
                                 '(OpenStack-API-Version: %s %s).'
-                           % (what, microversion.SERVICE_TYPE, VERSION,
-                              microversion.SERVICE_TYPE, VERSION))
+                           % (what, microversion.SERVICE_TYPE, version,
+                              microversion.SERVICE_TYPE, version))
 
 
 def _check_exportable(instance):
@@ -255,6 +305,17 @@ def _bundle_image_meta(entity):
     return {'name': entity.get('name') or default,
             'container_format': 'bare', 'disk_format': 'raw',
             'properties': bundle.image_properties(snapshot_id, since)}
+
+
+def _staging_image_meta(context):
+    """The hidden image an uploaded bundle is staged in for the agent.
+
+    Named after the request, so that an operator can tell the request
+    of one a killed nova-api left behind.
+    """
+    return {'name': STAGING_PREFIX + context.request_id,
+            'container_format': 'bare', 'disk_format': 'raw',
+            'visibility': 'private', 'os_hidden': True}
 
 
 def _json(status, body):

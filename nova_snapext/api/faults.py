@@ -20,6 +20,7 @@ LOG = logging.getLogger(__name__)
 # Most specific first: QuiesceRequired is not a Conflict subclass but Nova
 # answers a failed quiesce with 409, and so do we.
 _STATUS = [
+    (exception.TooLarge, 413),
     (exception.InvalidRequest, 400),
     (exception.NotFound, 404),
     (exception.Conflict, 409),

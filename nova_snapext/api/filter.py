@@ -22,7 +22,9 @@ the path as Nova routes:
   the agent, answered exactly as Nova answers createImage;
 * from instance-snapshot 1.2, ``POST /servers/{id}/action``
   ``{"snapextExport": ...}`` and ``POST /snapext-snapshots/import``
-  (bundles.py).
+  (bundles.py); from 1.3 the import's body may be the bundle itself
+  (upload.py: the ``snapext_upload`` filter before ``sizelimit`` takes
+  that body aside for this filter to read after authentication).
 
 Every other request, including a createImage that is not ours, reaches
 Nova untouched.
@@ -43,14 +45,14 @@ from nova_snapext.api import controller as controller_mod
 from nova_snapext.api import faults
 from nova_snapext.api import microversion
 from nova_snapext.api import schemas
+from nova_snapext.api import upload
 from nova_snapext import conf as snapext_conf
 from nova_snapext.rpc import api as rpc_api
 
 LOG = logging.getLogger(__name__)
 
-# Nova's ProjectMapper accepts hex (and dashes) as a project id in a path.
-_PROJECT = r'^(?:/(?P<project_id>[0-9a-f-]+))?'
-_IMPORT = re.compile(_PROJECT + r'/snapext-snapshots/import/?$')
+_PROJECT = upload.PROJECT
+_IMPORT = upload.IMPORT_PATH
 _TREE = re.compile(_PROJECT + r'/servers/(?P<server_id>[^/]+)'
                               r'/snapext-snapshots/?$')
 _SNAPSHOT = re.compile(_PROJECT + r'/snapext-snapshots/(?P<snapshot_id>[^/]+)'
@@ -82,7 +84,7 @@ class SnapextFilter(object):
         if self._bundles is None:
             controller = self.controller
             self._bundles = bundles_mod.Bundles(
-                controller.compute_api, controller.image_api,
+                self.conf, controller.compute_api, controller.image_api,
                 controller.agent)
         return self._bundles
 

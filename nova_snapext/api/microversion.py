@@ -25,7 +25,11 @@ HEADER = nova_wsgi.API_VERSION_REQUEST_HEADER
 #         streams into a new Glance image of the caller) and
 #         POST /snapext-snapshots/import (201, a snapshot and a bootable
 #         image from a bundle in a Glance image).
-VERSIONS = ['1.0', '1.1', '1.2']
+# * 1.3 - POST /snapext-snapshots/import takes the bundle itself as the
+#         body (Content-Type: application/octet-stream; name, server_id,
+#         host in the query string); nova-api stages it in a hidden Glance
+#         image of the caller, deleted once the import is done.
+VERSIONS = ['1.0', '1.1', '1.2', '1.3']
 MIN_VERSION = VERSIONS[0]
 MAX_VERSION = VERSIONS[-1]
 

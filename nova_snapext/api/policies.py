@@ -72,8 +72,10 @@ _rules = [
     # snapshot, the bootable image) becomes the caller's, and the bundle
     # image must be one the caller can see in Glance.
     _rule(IMPORT, base.PROJECT_MEMBER_OR_ADMIN,
-          'Import a bundle from a Glance image the caller can see, making '
-          'a snapshot and a bootable image of the caller\'s project.',
+          'Import a bundle from a Glance image the caller can see, or sent '
+          'as the request body (staged in a hidden image of the caller), '
+          'making a snapshot and a bootable image of the caller\'s '
+          'project.',
           'POST', '/snapext-snapshots/import'),
     # As Nova's compute:servers:create:forced_host: hosts are the
     # operator's business.

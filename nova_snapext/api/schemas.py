@@ -53,16 +53,29 @@ export = _action('snapextExport',
                   'name': _image_name},
                  ['snapshot_id'])
 
+# What an import makes and where, whatever brings the bundle.
+_import_target = {
+    # of the bootable image the import makes
+    'name': _image_name,
+    # import on this server's host
+    'server_id': {'type': 'string', 'format': 'uuid'},
+    # admin only: import on this compute host
+    'host': {'type': 'string', 'minLength': 1, 'maxLength': 255},
+}
+
 import_bundle = _action('import',
-                        {'image_id': {'type': 'string', 'format': 'uuid'},
-                         # of the bootable image the import makes
-                         'name': _image_name,
-                         # import on this server's host
-                         'server_id': {'type': 'string', 'format': 'uuid'},
-                         # admin only: import on this compute host
-                         'host': {'type': 'string', 'minLength': 1,
-                                  'maxLength': 255}},
+                        dict(_import_target,
+                             image_id={'type': 'string', 'format': 'uuid'}),
                         ['image_id', 'name'])
+
+# instance-snapshot 1.3: the query string of an import whose body is the
+# bundle
+import_upload = {
+    'type': 'object',
+    'properties': _import_target,
+    'required': ['name'],
+    'additionalProperties': False,
+}
 
 create_image = server_schemas.create_image
 
@@ -73,6 +86,17 @@ def parse_json(req):
         return jsonutils.loads(req.body)
     except ValueError:
         raise faults.Fault(400, 'Malformed request body')
+
+
+def query(req):
+    """The query string as a dict; 400 when a parameter is repeated."""
+    params = {}
+    for key, value in req.GET.items():
+        if key in params:
+            raise faults.Fault(400, "Query parameter '%s' is given more "
+                                    "than once." % key)
+        params[key] = value
+    return params
 
 
 def validate(schema, body):

@@ -1,7 +1,8 @@
 """A small client of the snapext API, under the compute endpoint.
 
-Bundles travel through Glance: the client reads and writes bundle images
-with Glance's v2 API in the same keystone session.
+An export's bundle is read from its Glance image with Glance's v2 API in
+the same keystone session; an import sends the bundle to nova-api as the
+request body (1.3).
 """
 
 from keystoneauth1 import adapter
@@ -25,8 +26,9 @@ class Client(object):
                                      region_name=region_name,
                                      interface=interface, version='2')
 
-    def _request(self, method, url, **kwargs):
-        headers = {HEADER: '%s %s' % (SERVICE_TYPE, self.version)}
+    def _request(self, method, url, headers=None, **kwargs):
+        headers = dict(headers or {})
+        headers[HEADER] = '%s %s' % (SERVICE_TYPE, self.version)
         resp = self.api.request(url, method, headers=headers,
                                 raise_exc=False, **kwargs)
         return _checked(resp)
@@ -63,6 +65,21 @@ class Client(object):
         return self._request('POST', '/snapext-snapshots/import',
                              json={'import': entity}).json()
 
+    def import_upload(self, fileobj, name, server_id=None):
+        """Import the bundle in ``fileobj``, sent as the body (1.3).
+
+        requests streams the file (its Content-Length from its size):
+        nothing is read into memory, and nova-api stages it in a hidden
+        Glance image that it deletes itself.
+        """
+        params = {'name': name}
+        if server_id:
+            params['server_id'] = server_id
+        return self._request(
+            'POST', '/snapext-snapshots/import', params=params,
+            data=fileobj,
+            headers={'Content-Type': 'application/octet-stream'}).json()
+
     # -- Glance ------------------------------------------------------------
 
     def _image_request(self, method, url, **kwargs):
@@ -81,21 +98,6 @@ class Client(object):
             fileobj.write(chunk)
             count += len(chunk)
         return count
-
-    def upload_image(self, fileobj, name, properties):
-        """A new raw image of ``fileobj``'s bytes (streamed); its id."""
-        body = dict(properties, name=name, container_format='bare',
-                    disk_format='raw')
-        image_id = self._image_request('POST', '/images', json=body).json()[
-            'id']
-        try:
-            self._image_request(
-                'PUT', '/images/%s/file' % image_id, data=fileobj,
-                headers={'Content-Type': 'application/octet-stream'})
-        except BaseException:
-            self.delete_image(image_id)
-            raise
-        return image_id
 
     def delete_image(self, image_id):
         self._image_request('DELETE', '/images/%s' % image_id)

@@ -17,12 +17,13 @@ from nova_snapext.osc import client
 API_NAME = 'instance_snapshot'
 API_VERSION_OPTION = 'os_instance_snapshot_api_version'
 # The newest this client knows: 1.1 shows a snapshot's last verification,
-# 1.2 exports and imports bundles.
-DEFAULT_API_VERSION = '1.2'
+# 1.2 exports and imports bundles, 1.3 takes a bundle as the import's body.
+DEFAULT_API_VERSION = '1.3'
 API_VERSIONS = {'1': 'nova_snapext.osc.client.Client',
                 '1.0': 'nova_snapext.osc.client.Client',
                 '1.1': 'nova_snapext.osc.client.Client',
-                '1.2': 'nova_snapext.osc.client.Client'}
+                '1.2': 'nova_snapext.osc.client.Client',
+                '1.3': 'nova_snapext.osc.client.Client'}
 
 _VERSION = re.compile(r'^(1(\.\d+)?|latest)$')
 

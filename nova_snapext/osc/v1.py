@@ -333,7 +333,9 @@ class ImportSnapshot(command.ShowOne):
         parser = super().get_parser(prog_name)
         parser.add_argument('file', metavar='<file>', nargs='?',
                             help='The bundle file (verified here, then '
-                                 'uploaded to a temporary image)')
+                                 'sent to nova-api as the request body, '
+                                 'which stages it in a hidden image it '
+                                 'deletes; instance-snapshot 1.3)')
         parser.add_argument('--image', metavar='<image>',
                             help='A Glance image holding the bundle '
                                  '(name or ID), instead of a file')
@@ -352,28 +354,23 @@ class ImportSnapshot(command.ShowOne):
         client = self.app.client_manager.instance_snapshot
         server_id = (_find_server(self.app, parsed_args.server)
                      if parsed_args.server else None)
-        upload_id = None
         if parsed_args.file:
-            image_id = upload_id = self._upload(client, parsed_args.file)
+            result = self._upload(client, parsed_args.file,
+                                  parsed_args.name, server_id)
         else:
             image_id = self.app.client_manager.image.find_image(
                 parsed_args.image, ignore_missing=False).id
-        try:
             result = client.import_bundle(image_id, parsed_args.name,
                                           server_id)
-        finally:
-            if upload_id:
-                _delete_image(client, upload_id)
         return _IMPORT_FIELDS, (result['snapshot_id'], result['image_id'])
 
     @staticmethod
-    def _upload(client, path):
+    def _upload(client, path, name, server_id):
+        # Verified here first: a damaged file is refused before a byte of
+        # it travels.
         with open(path, 'rb') as f:
-            index = _verified(f, path)
+            _verified(f, path)
         sys.stderr.write('uploading %s (%d bytes)\n'
                          % (path, os.path.getsize(path)))
         with open(path, 'rb') as f:
-            return client.upload_image(
-                f, 'snapext-bundle-upload-%s' % index['snapshot_id'],
-                bundle.image_properties(index['snapshot_id'],
-                                        index['since']))
+            return client.import_upload(f, name, server_id)

@@ -160,7 +160,9 @@ gunicorn_service() {
     # (POST /snapext-snapshots/import waits for the agent to read, verify
     # and store a whole bundle; a revert or a volume-backed capture too)
     # runs until the agent answers, bounded by [snapext]
-    # rpc_capture_timeout, not by gunicorn.  (A sync worker would be
+    # rpc_capture_timeout, not by gunicorn; an import whose body is the
+    # bundle streams it first, and gunicorn de-chunks a chunked body, as
+    # the snapext filter needs.  (A sync worker would be
     # killed after --timeout seconds in one request; a proxy in front of
     # nova-api needs a read timeout at least as long.)
     local cmd=("${launcher[@]}" "$venv/bin/gunicorn" --pythonpath "$AIO_HERE/wsgi"
@@ -552,7 +554,9 @@ EOF
     iniset "$d/cinder.conf" service_user send_service_user_token true
 }
 
-# The devstack plugin's own configuration steps (devstack/lib/snapext).
+# The devstack plugin's own configuration steps (devstack/lib/snapext),
+# among them both nova-api filters: snapext after keystonecontext and
+# snapext_upload before sizelimit (bundle uploads to the import).
 configure_snapext() {
     NOVA_CONF=$ETC/nova/nova.conf
     NOVA_CPU_CONF=$ETC/nova/nova-cpu.conf

@@ -7,16 +7,25 @@ imported snapshot: its RAM counter continues from the snapshot's and a file
 written before the snapshot is there with its sha256.
 """
 
+import http.client
+import json
 import os
+import socket
+import subprocess
 import time
+import urllib.parse
 import uuid
 
 import fixtures
+import requests
 
+from nova_snapext.api import bundles as api_bundles
 from nova_snapext import bundle
 from nova_snapext.tests.integration import base
 
 V12 = {'OpenStack-API-Version': 'instance-snapshot 1.2'}
+V13 = 'instance-snapshot 1.3'
+CHUNK = 1 << 20
 
 
 class BundleTest(base.TestCase):
@@ -48,6 +57,59 @@ class BundleTest(base.TestCase):
         if words:
             self.assertIn(words, lines[0])
         return lines[0]
+
+    def staging_images(self):
+        """Hidden upload staging images left in Glance (any project)."""
+        return [i.name for i in self.admin.image.images(is_hidden=True)
+                if (i.name or '').startswith(api_bundles.STAGING_PREFIX)]
+
+    def upload_url(self, name):
+        return '%s/snapext-snapshots/import?%s' % (
+            self.demo.compute.get_endpoint(),
+            urllib.parse.urlencode({'name': name}))
+
+    def upload_headers(self):
+        # A token from the real Keystone, as any API user has one.
+        return {'X-Auth-Token': self.demo.session.get_token(),
+                'Content-Type': 'application/octet-stream',
+                'OpenStack-API-Version': V13}
+
+    def post_chunked(self, chunks, name):
+        """POST the bundle as a chunked body (requests, a generator)."""
+        return requests.post(self.upload_url(name), data=chunks,
+                             headers=self.upload_headers(), timeout=900)
+
+    def post_cut_off(self, path, name, sent):
+        """Announce the whole file, send ``sent`` bytes, stop sending."""
+        url = urllib.parse.urlsplit(self.upload_url(name))
+        conn = http.client.HTTPConnection(url.hostname, url.port,
+                                          timeout=300)
+        conn.putrequest('POST', '%s?%s' % (url.path, url.query))
+        for key, value in self.upload_headers().items():
+            conn.putheader(key, value)
+        conn.putheader('Content-Length', str(os.path.getsize(path)))
+        conn.endheaders()
+        with open(path, 'rb') as f:
+            conn.send(f.read(sent))
+        # The client goes away in the middle of its upload.
+        conn.sock.shutdown(socket.SHUT_WR)
+        resp = conn.getresponse()
+        body = resp.read().decode()
+        conn.close()
+        return resp.status, body
+
+    def post_curl(self, path, name):
+        """POST the file with curl (a Content-Length, streamed)."""
+        argv = ['curl', '-sS', '-X', 'POST', '-T', path,
+                '-w', '\n%{http_code} %{time_total} %{size_upload}']
+        for key, value in self.upload_headers().items():
+            argv += ['-H', '%s: %s' % (key, value)]
+        proc = subprocess.run(argv + [self.upload_url(name)],
+                              capture_output=True, text=True, check=True,
+                              timeout=900)
+        body, _, tail = proc.stdout.rpartition('\n')
+        code, seconds, sent = tail.split()
+        return int(code), body, float(seconds), int(float(sent))
 
     def bundle_images(self, snapshot_id):
         return [i.id for i in self.demo.image.images()
@@ -110,6 +172,22 @@ class BundleTest(base.TestCase):
         self.assertEqual(400, resp.status_code, resp.text)
         resp = self.api('POST', '/snapext-snapshots/import', headers=V12)
         self.assertEqual(415, resp.status_code, resp.text)
+        # A bundle body needs 1.3; without a token not a byte is read.
+        resp = requests.post(self.upload_url('n'), data=b'x' * 200000,
+                             headers=dict(self.upload_headers(),
+                                          **V12), timeout=60)
+        self.assertEqual(404, resp.status_code, resp.text)
+        self.assertIn('1.3', resp.text)
+        resp = requests.post(self.upload_url('n'), data=b'x' * 200000,
+                             headers=dict(self.upload_headers(),
+                                          **{'X-Auth-Token': 'bad'}),
+                             timeout=60)
+        self.assertEqual(401, resp.status_code, resp.text)
+        # Other requests keep nova-api's size limit.
+        resp = self.api('POST', '/snapext-snapshots/import', headers=V12,
+                        json_body={'import': {'image_id': 'x' * 200000,
+                                              'name': 'n'}})
+        self.assertEqual(413, resp.status_code, resp.text)
 
         # The same through the CLI: one line, exit 1, no traceback.
         path = os.path.join(self.dir, 'b.tar')
@@ -130,11 +208,21 @@ class BundleTest(base.TestCase):
 
     # -- the whole trip (needs the agent's export and import) -----------
 
-    def test_export_import_boot(self):
-        server, guest = self.boot(base.unique_name('bundle'))
+    def snapshot_between_files(self, prefix):
+        """A server's full snapshot taken between two files' writes.
+
+        :returns: (server, guest, the first file's sha256, the snapshot
+            id, (low, high) ticks around the capture)
+        """
+        server, guest = self.boot(base.unique_name(prefix))
         before = guest.write_file('/mnt/vda/before.bin')
-        snap_id, image, (low, high) = self.full_snapshot(server, guest)
+        snap_id, _, ticks = self.full_snapshot(server, guest)
         guest.write_file('/mnt/vda/after.bin')
+        return server, guest, before, snap_id, ticks
+
+    def test_export_import_boot(self):
+        server, guest, before, snap_id, (low, high) = (
+            self.snapshot_between_files('bundle'))
 
         path = os.path.join(self.dir, 'snap.bundle')
         started = time.monotonic()
@@ -182,9 +270,13 @@ class BundleTest(base.TestCase):
         self.assertEqual(snap_id, imported['snapshot_id'])
         self.assertEqual([], self.bundle_images(snap_id),
                          'the import left the uploaded bundle behind')
+        self.assertEqual([], self.staging_images())
         print('export %.1f s (%d bytes), import %.1f s'
               % (export_s, os.path.getsize(path), import_s))
+        self.boot_and_check(imported, server, guest, before, low, high)
 
+    def boot_and_check(self, imported, server, guest, before, low, high):
+        """A server booted from ``imported`` resumes the snapshot."""
         # A new server from the bootable image resumes the snapshot.
         booted = base.cli('server', 'create', '--image',
                           imported['image_id'], '--flavor', base.FLAVOR,
@@ -202,3 +294,55 @@ class BundleTest(base.TestCase):
         self.assertIsNone(clone.sha256('/mnt/vda/after.bin'))
         # The first server runs on, untouched.
         self.assertEqual(before, guest.sha256('/mnt/vda/before.bin'))
+
+    def test_upload_import_boot(self):
+        """The bundle as the request body, raw HTTP with a real token."""
+        server, guest, before, snap_id, (low, high) = (
+            self.snapshot_between_files('upload'))
+        path = os.path.join(self.dir, 'snap.bundle')
+        base.cli('server', 'snapshot', 'export', snap_id, path)
+        size = os.path.getsize(path)
+        base.cli('server', 'snapshot', 'delete', '--wait', snap_id,
+                 as_json=False)
+
+        # A tampered bundle, sent chunked: the agent's 400, one line, and
+        # no staging image left.
+        def tampered():
+            with open(path, 'rb') as f:
+                offset = 0
+                while True:
+                    chunk = f.read(CHUNK)
+                    if not chunk:
+                        return
+                    if offset <= size // 2 < offset + len(chunk):
+                        i = size // 2 - offset
+                        chunk = (chunk[:i] + bytes([chunk[i] ^ 0xff]) +
+                                 chunk[i + 1:])
+                    offset += len(chunk)
+                    yield chunk
+        resp = self.post_chunked(tampered(), base.unique_name('tampered'))
+        self.assertEqual(400, resp.status_code, resp.text)
+        message = resp.json()['badRequest']['message']
+        self.assertNotIn('\n', message)
+        self.assertEqual([], self.staging_images())
+
+        # The client stops sending halfway: 400, no staging image.
+        status, body = self.post_cut_off(path, base.unique_name('cut'),
+                                         size // 2)
+        self.assertEqual(400, status, body)
+        self.assertIn('ended after', body)
+        self.assertEqual([], self.staging_images())
+
+        # The whole bundle, streamed by curl with its Content-Length.
+        code, body, seconds, sent = self.post_curl(
+            path, base.unique_name('uploaded'))
+        self.assertEqual(201, code, body)
+        imported = json.loads(body)
+        self.addCleanup(self.admin.image.delete_image, imported['image_id'],
+                        ignore_missing=True)
+        self.assertEqual(snap_id, imported['snapshot_id'])
+        self.assertEqual(size, sent)
+        self.assertEqual([], self.staging_images())
+        print('upload import: %d bytes in %.1f s (%.1f MiB/s end to end)'
+              % (sent, seconds, sent / seconds / CHUNK))
+        self.boot_and_check(imported, server, guest, before, low, high)

@@ -147,9 +147,9 @@ class CommandTest(testtools.TestCase):
                          shown['verification'].machine_readable())
 
     def test_default_api_version_shows_the_last_verification(self):
-        self.assertEqual('1.2', plugin.DEFAULT_API_VERSION)
-        self.assertIn('1.1', plugin.API_VERSIONS)
-        self.assertIn('1.2', plugin.API_VERSIONS)
+        self.assertEqual('1.3', plugin.DEFAULT_API_VERSION)
+        for version in ('1.1', '1.2', '1.3'):
+            self.assertIn(version, plugin.API_VERSIONS)
 
     def test_revert_waits_with_a_progress_line(self):
         server = mock.Mock(status='ACTIVE', task_state=None)
@@ -208,23 +208,26 @@ class BundleClientTest(testtools.TestCase):
         self.assertEqual({'import': {'image_id': 'i', 'name': 'n',
                                      'server_id': 'srv'}}, kwargs['json'])
 
-    def test_upload_streams_the_file_and_drops_a_failed_image(self):
-        created = _resp(201, {'id': 'up'})
-        self.client.image.request.side_effect = [created, _resp(204)]
+    def test_import_upload_streams_the_file_as_the_body(self):
+        self.client.api.request.return_value = _resp(
+            201, {'snapshot_id': 'a', 'image_id': 'b'})
         f = io.BytesIO(b'data')
-        self.assertEqual('up', self.client.upload_image(f, 'n', {'p': 'v'}))
-        calls = self.client.image.request.call_args_list
-        self.assertEqual({'p': 'v', 'name': 'n', 'container_format': 'bare',
-                          'disk_format': 'raw'}, calls[0][1]['json'])
-        self.assertEqual(('/images/up/file', 'PUT'), calls[1][0])
-        self.assertIs(f, calls[1][1]['data'])
-        self.client.image.request.side_effect = [
-            created, _resp(413, 'Request\n  Entity Too Large'), _resp(204)]
+        self.assertEqual({'snapshot_id': 'a', 'image_id': 'b'},
+                         self.client.import_upload(f, 'n', 'srv'))
+        args, kwargs = self.client.api.request.call_args
+        self.assertEqual(('/snapext-snapshots/import', 'POST'), args)
+        self.assertIs(f, kwargs['data'])
+        self.assertEqual({'name': 'n', 'server_id': 'srv'}, kwargs['params'])
+        self.assertEqual({'Content-Type': 'application/octet-stream',
+                          'OpenStack-API-Version': 'instance-snapshot 1.2'},
+                         kwargs['headers'])
+        self.client.api.request.return_value = _resp(
+            413, {'overLimit': {'code': 413, 'message': 'too\n large'}})
         exc = self.assertRaises(exceptions.ClientException,
-                                self.client.upload_image, f, 'n', {})
-        self.assertEqual('Request Entity Too Large (HTTP 413)', str(exc))
-        self.assertEqual(('/images/up', 'DELETE'),
-                         self.client.image.request.call_args[0])
+                                self.client.import_upload, f, 'n')
+        self.assertEqual('too large (HTTP 413)', str(exc))
+        self.assertEqual({'name': 'n'},
+                         self.client.api.request.call_args[1]['params'])
 
 
 class BundleCommandTest(CommandTest):
@@ -282,32 +285,23 @@ class BundleCommandTest(CommandTest):
         self.assertEqual([], os.listdir(self.dir))
         self.api.delete_image.assert_called_once_with('img')
 
-    def test_import_of_a_file_uploads_imports_and_drops_the_upload(self):
+    def test_import_of_a_file_sends_it_as_the_body(self):
         path = os.path.join(self.dir, 'b.tar')
+        data = _bundle_bytes('s9', since='s8')
         with open(path, 'wb') as f:
-            f.write(_bundle_bytes('s9', since='s8'))
-        self.api.upload_image.return_value = 'up'
-        self.api.import_bundle.return_value = {'snapshot_id': 's9',
-                                               'image_id': 'boot'}
+            f.write(data)
+        sent = []
+        self.api.import_upload.side_effect = (
+            lambda f, name, server_id: sent.append(
+                (f.read(), name, server_id)) or {'snapshot_id': 's9',
+                                                 'image_id': 'boot'})
         fields, values = self.run_cmd(v1.ImportSnapshot, [
             path, '--name', 'n', '--server', 'myserver'])
         self.assertEqual({'snapshot_id': 's9', 'image_id': 'boot'},
                          dict(zip(fields, values)))
-        args = self.api.upload_image.call_args[0]
-        self.assertEqual(('snapext-bundle-upload-s9',
-                          {'snapext_bundle_of': 's9',
-                           'snapext_bundle_since': 's8',
-                           'snapext_bundle_format': 'snapext-bundle/1'}),
-                         args[1:])
-        self.api.import_bundle.assert_called_once_with('up', 'n', 'srv')
-        self.api.delete_image.assert_called_once_with('up')
-        # refused by the cloud: the upload goes all the same
-        self.api.delete_image.reset_mock()
-        self.api.import_bundle.side_effect = exceptions.BadRequest(
-            400, 'bad bundle')
-        self.assertRaises(exceptions.BadRequest, self.run_cmd,
-                          v1.ImportSnapshot, [path, '--name', 'n'])
-        self.api.delete_image.assert_called_once_with('up')
+        self.assertEqual([(data, 'n', 'srv')], sent)
+        self.api.import_bundle.assert_not_called()
+        self.api.delete_image.assert_not_called()
 
     def test_import_refuses_a_bad_file_before_uploading(self):
         path = os.path.join(self.dir, 'b.tar')
@@ -316,7 +310,7 @@ class BundleCommandTest(CommandTest):
         exc = self.assertRaises(exceptions.CommandError, self.run_cmd,
                                 v1.ImportSnapshot, [path, '--name', 'n'])
         self.assertIn('not a tar archive', str(exc))
-        self.api.upload_image.assert_not_called()
+        self.api.import_upload.assert_not_called()
 
     def test_import_of_an_image(self):
         self.app.client_manager.image.find_image.return_value = mock.Mock(

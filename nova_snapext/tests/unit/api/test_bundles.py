@@ -85,7 +85,8 @@ class BundlesTestCase(test_filter.FilterTestCase):
                                     self.volumes)
         self.app = api_filter.SnapextFilter(
             self.nova, self.flags.conf, ctl, bundles.Bundles(
-                self.compute, self.images, self.agent, self.hosts))
+                self.flags.conf, self.compute, self.images, self.agent,
+                self.hosts))
         self.admin = self.context(fakes.PROJECT, 'admin', 'member',
                                   'reader', is_admin=True)
 
@@ -340,23 +341,16 @@ class ImportTest(BundlesTestCase):
             self.assertFault(resp, 400, 'badRequest')
         resp = self.import_(None, raw=b'{"import": ')
         self.assertFault(resp, 400, 'badRequest', 'Malformed')
-        resp = self.app(self._upload_request())
-        self.assertFault(resp, 415, 'badMediaType', 'Glance')
+        resp = self.request('/snapext-snapshots/import', 'POST', raw=b'x',
+                            version=V12, content_type='text/plain')
+        self.assertFault(resp, 415, 'badMediaType',
+                         'application/octet-stream')
         resp = self.import_({'image_id': image_id, 'name': 'n'},
                             version='instance-snapshot 1.1')
         self.assertFault(resp, 404, 'itemNotFound', '1.2')
         resp = self.request('/snapext-snapshots/import', version=V12)
         self.assertFault(resp, 405, 'badMethod')
         self.assertEqual([], self.agent.calls)
-
-    def _upload_request(self):
-        req = test_filter.webob.Request.blank(
-            '/snapext-snapshots/import?name=n', method='POST')
-        req.body = b'bundle bytes'
-        req.content_type = 'application/octet-stream'
-        req.headers[HEADER] = V12
-        req.environ['nova.context'] = self.member
-        return req
 
     def test_import_needs_a_member(self):
         image_id = self.bundle_image()

@@ -87,12 +87,12 @@ class FilterTestCase(testtools.TestCase):
             roles=list(roles), is_admin=is_admin)
 
     def request(self, path, method='GET', body=None, context=None,
-                version=None, raw=None):
+                version=None, raw=None, content_type='application/json'):
         req = webob.Request.blank(path, method=method)
         if body is not None or raw is not None:
             req.body = raw if raw is not None else jsonutils.dump_as_bytes(
                 body)
-            req.content_type = 'application/json'
+            req.content_type = content_type
         if version:
             req.headers[HEADER] = version
         req.environ['nova.context'] = context or self.member
@@ -170,12 +170,12 @@ class MicroversionTest(FilterTestCase):
             resp = self.tree(asked)
             self.assertEqual(200, resp.status_int)
             self.assertEqual('instance-snapshot %s' % (
-                '1.0' if asked.endswith('1.0') else '1.2'),
+                '1.0' if asked.endswith('1.0') else '1.3'),
                 resp.headers[HEADER])
             self.assertVary(resp)
 
     def test_unsupported_version_is_406(self):
-        for asked in ('instance-snapshot 1.3', 'instance-snapshot 2.0',
+        for asked in ('instance-snapshot 1.4', 'instance-snapshot 2.0',
                       'instance-snapshot 0.9'):
             resp = self.tree(asked)
             self.assertFault(resp, 406, 'computeFault', 'not supported')
@@ -191,7 +191,7 @@ class MicroversionTest(FilterTestCase):
         resp = self.request('/snapext-snapshots/nope',
                             version='instance-snapshot latest')
         self.assertFault(resp, 404, 'itemNotFound')
-        self.assertEqual('instance-snapshot 1.2', resp.headers[HEADER])
+        self.assertEqual('instance-snapshot 1.3', resp.headers[HEADER])
         self.assertVary(resp)
 
 
