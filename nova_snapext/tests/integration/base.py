@@ -95,11 +95,15 @@ def cli(*args, user='demo', as_json=True, command='openstack', check=True):
 
 
 class ServerGuest(guest_mod.Guest):
-    """A Nova server's domain, seen through the test guest's helpers."""
+    """A Nova server's domain, seen through the test guest's helpers.
 
-    def __init__(self, conn, server):
+    ``conn`` and ``instances``: the libvirtd and the instances directory
+    (as the machine sees it) of the compute host the server is on.
+    """
+
+    def __init__(self, conn, server, instances=INSTANCES):
         super().__init__(conn, server.instance_name,
-                         os.path.join(INSTANCES, server.id))
+                         os.path.join(instances, server.id))
         self.uuid = server.id
         self.refresh()
 
@@ -144,14 +148,20 @@ class TestCase(testtools.TestCase):
 
     # -- servers --------------------------------------------------------
 
-    def boot(self, name, image=IMAGE, conn=None, wait_guest=True):
+    def boot(self, name, image=IMAGE, conn=None, wait_guest=True,
+             host=None):
+        """Boot a server and wait for its guest.
+
+        ``host``: on that compute host (``nova:HOST``: an admin's conn).
+        """
         conn = conn or self.demo
+        placement = {'availability_zone': 'nova:%s' % host} if host else {}
         server = conn.compute.create_server(
             name=name, image_id=conn.image.find_image(image,
                                                       ignore_missing=False).id,
             flavor_id=conn.compute.find_flavor(FLAVOR,
                                                ignore_missing=False).id,
-            networks='none')
+            networks='none', **placement)
         self.addCleanup(self.delete_server, server.id)
         server = conn.compute.wait_for_server(server, wait=300)
         guest = self.guest(server.id)
