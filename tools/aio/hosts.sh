@@ -235,7 +235,8 @@ host_down() {
         log "deleting server $id on $name"
         openstack server delete --wait "$id" || true
     done
-    stop_service "$name-nova-compute" 10
+    # It ignores SIGTERM (aio.sh stop_service) and has nothing left to do.
+    stop_service "$name-nova-compute" 1
     if alive "$name-libvirtd"; then
         for dom in $(virsh -c "$uri" list --all --name 2>/dev/null); do
             log "destroying $dom on $name"

@@ -148,20 +148,14 @@ class TestCase(testtools.TestCase):
 
     # -- servers --------------------------------------------------------
 
-    def boot(self, name, image=IMAGE, conn=None, wait_guest=True,
-             host=None):
-        """Boot a server and wait for its guest.
-
-        ``host``: on that compute host (``nova:HOST``: an admin's conn).
-        """
+    def boot(self, name, image=IMAGE, conn=None, wait_guest=True):
         conn = conn or self.demo
-        placement = {'availability_zone': 'nova:%s' % host} if host else {}
         server = conn.compute.create_server(
             name=name, image_id=conn.image.find_image(image,
                                                       ignore_missing=False).id,
             flavor_id=conn.compute.find_flavor(FLAVOR,
                                                ignore_missing=False).id,
-            networks='none', **placement)
+            networks='none')
         self.addCleanup(self.delete_server, server.id)
         server = conn.compute.wait_for_server(server, wait=300)
         guest = self.guest(server.id)

@@ -38,7 +38,7 @@ def hosts_sh(*args):
     return proc
 
 
-class TwoHostsTest(base.TestCase):
+class TwoHostsTest(base.LifecycleMixin, base.TestCase):
 
     @classmethod
     def setUpClass(cls):
@@ -50,14 +50,26 @@ class TwoHostsTest(base.TestCase):
             hosts_sh('up', '1')
             print('host %s up in %.1f s'
                   % (HOST_B, time.monotonic() - start))
-        cls.host_a = [s.host for s in cls.admin.compute.services(
-            binary='nova-compute') if not s.host.startswith('snapext-h')][0]
         cls.libvirt_b = libvirt.open(HOST_B_URI)
 
-    def test_live_block_migration_keeps_counter_and_data(self):
-        server, guest = self.boot(base.unique_name('move'), conn=self.admin,
-                                  host=self.host_a)
-        before = guest.write_file('/mnt/vda/before-move.bin', mib=4)
+    def boot_on_a(self, prefix):
+        """A demo server on host A: B takes no new server meanwhile."""
+        base.cli('compute', 'service', 'set', '--disable', HOST_B,
+                 'nova-compute', user='admin', as_json=False)
+        try:
+            return self.boot(base.unique_name(prefix))
+        finally:
+            base.cli('compute', 'service', 'set', '--enable', HOST_B,
+                     'nova-compute', user='admin', as_json=False)
+
+    def live_migrate_to_b(self, server, guest):
+        """``openstack server migrate --live-migration --host B``.
+
+        Returns the guest on B, after checking that its counter went on
+        where it stopped on A and that A keeps neither domain nor files.
+        """
+        self.assertNotEqual(
+            HOST_B, self.admin.compute.get_server(server.id).compute_host)
         on_a = guest_mod.TickWatcher(guest)
         on_b = guest_mod.TickWatcher(path=os.path.join(
             HOST_B_INSTANCES, server.id, 'console.log'))
@@ -70,7 +82,6 @@ class TwoHostsTest(base.TestCase):
         took = time.monotonic() - start
         server = self.wait_settled(server.id, conn=self.admin)
         self.assertEqual(HOST_B, server.compute_host)
-
         moved = base.ServerGuest(self.libvirt_b, server, HOST_B_INSTANCES)
         moved.wait_for_agent(timeout=60)
         moved.wait_for_tick(after=on_a.arrivals[-1][1] + 10)
@@ -83,10 +94,6 @@ class TwoHostsTest(base.TestCase):
         self.assertIn(first_b - last_a, (1, 2),
                       'the counter did not continue: A printed %d last, '
                       'B %d first' % (last_a, first_b))
-        self.assertEqual(before, moved.sha256('/mnt/vda/before-move.bin'))
-        after = moved.write_file('/mnt/vda/after-move.bin')
-        self.assertEqual(after, moved.sha256('/mnt/vda/after-move.bin'))
-        # and host A keeps nothing of it
         self.assertRaises(libvirt.libvirtError, self.libvirt.lookupByName,
                           server.instance_name)
         self.assertFalse(os.path.exists(guest.workdir))
@@ -95,3 +102,34 @@ class TwoHostsTest(base.TestCase):
                    % (took, (back_at - left_at) * 1000, last_a, first_b))
         self.addDetail('migration', content.text_content(numbers))
         print(numbers)
+        return moved
+
+    def test_live_block_migration_keeps_counter_and_data(self):
+        server, guest = self.boot_on_a('move')
+        before = guest.write_file('/mnt/vda/before-move.bin', mib=4)
+        moved = self.live_migrate_to_b(server, guest)
+        self.assertEqual(before, moved.sha256('/mnt/vda/before-move.bin'))
+        after = moved.write_file('/mnt/vda/after-move.bin')
+        self.assertEqual(after, moved.sha256('/mnt/vda/after-move.bin'))
+
+    def test_full_snapshot_stays_behind_with_its_reason(self):
+        server, guest = self.boot_on_a('behind')
+        s = base.Snaps(('vda',))
+        self.write(guest, s, 'before-full')
+        self.full_snapshot(server, guest, s)
+        self.write(guest, s, 'after')
+        moved = self.live_migrate_to_b(server, guest)
+        self.assertKept(moved, s, 'the live migration')
+        # Its record (and the mark post_live_migration puts on it) is in
+        # A's store; nova-api asks the agent of the server's host, B.
+        if s.full not in self.states(server.id):
+            resp = self.api('POST', '/servers/%s/action' % server.id,
+                            json_body={'snapextRevert': {
+                                'snapshot_id': s.full}})
+            self.fail('the full snapshot taken on host A is not in the '
+                      'tree once the server is on host B (B\'s agent never '
+                      'had its record): it should be there, marked as left '
+                      'behind; a revert answers %s: %s'
+                      % (resp.status_code, resp.text[:300]))
+        self.assertUnavailable(server.id, s, 'live-migrated')
+        self.assertKept(moved, s, 'the refused revert')
