@@ -296,19 +296,25 @@ class TickWatcher(threading.Thread):
     """Timestamps each TICK as the host sees it arrive on the console.
 
     The guest's own clock stops while QEMU is paused (TCG), so a pause shows
-    only on the host side: as the largest gap between two arrivals.
+    only on the host side: as the largest gap between two arrivals.  With
+    ``path``, the console file of a QEMU that has not started yet (a live
+    migration's destination): it is read from its start once it appears.
     """
 
-    def __init__(self, guest, interval=0.005):
+    def __init__(self, guest=None, interval=0.005, path=None):
         super().__init__(daemon=True)
-        self.path = guest.console
+        self.path = path or guest.console
         self.interval = interval
         self.arrivals = []
         self._done = threading.Event()
-        self._offset = os.path.getsize(self.path)
+        self._offset = (os.path.getsize(self.path)
+                        if os.path.exists(self.path) else 0)
 
     def run(self):
         pending = b''
+        while not os.path.exists(self.path):
+            if self._done.wait(self.interval):
+                return
         with open(self.path, 'rb') as f:
             f.seek(self._offset)
             while not self._done.is_set():

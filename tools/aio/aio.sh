@@ -920,12 +920,15 @@ rss() {
     python3 "$AIO_HERE/rss.py" "$RUN"
 }
 
-case "${1:-}" in
-    up) up ;;
-    down) down ;;
-    clean) clean ;;
-    status) status ;;
-    rss) rss ;;
-    host-reboot) host_reboot ;;
-    *) echo "usage: $0 up|down|clean|status|rss|host-reboot" >&2; exit 2 ;;
-esac
+# Sourced (tools/aio/hosts.sh), it only defines its paths and functions.
+if [[ "${BASH_SOURCE[0]}" == "$0" ]]; then
+    case "${1:-}" in
+        up) up ;;
+        down) down ;;
+        clean) clean ;;
+        status) status ;;
+        rss) rss ;;
+        host-reboot) host_reboot ;;
+        *) echo "usage: $0 up|down|clean|status|rss|host-reboot" >&2; exit 2 ;;
+    esac
+fi

@@ -107,11 +107,15 @@ def cli(*args, user='demo', as_json=True, command='openstack', check=True):
 
 
 class ServerGuest(guest_mod.Guest):
-    """A Nova server's domain, seen through the test guest's helpers."""
+    """A Nova server's domain, seen through the test guest's helpers.
 
-    def __init__(self, conn, server):
+    ``conn`` and ``instances``: the libvirtd and the instances directory
+    (as the machine sees it) of the compute host the server is on.
+    """
+
+    def __init__(self, conn, server, instances=INSTANCES):
         super().__init__(conn, server.instance_name,
-                         os.path.join(INSTANCES, server.id))
+                         os.path.join(instances, server.id))
         self.uuid = server.id
         self.refresh()
 
