@@ -155,15 +155,35 @@ class GlanceStore(file_store.FileStore):
                 os.path.getsize(path), memory['bytes'])
         return None
 
-    def bundle_image(self, context, snapshot_id):
-        """The id of a snapshot's bundle image, looked up in Glance."""
-        found = self.images.find_hidden(self._context(context),
-                                        {BUNDLE_OF: snapshot_id})
+    def find_bundle(self, context, snapshot_id):
+        """A snapshot's bundle image as Glance lists it (one query).
+
+        :raises NotFound: Glance has no bundle of it the context may see
+        :raises ImageTransferFailed: Glance could not be asked
+        """
+        try:
+            found = self.images.find_hidden(self._context(context),
+                                            {BUNDLE_OF: snapshot_id})
+        except exception.SnapextError:
+            raise
+        except Exception as exc:
+            raise exception.ImageTransferFailed(
+                'cannot ask Glance for the bundle of snapshot %s: %s: %s'
+                % (snapshot_id, type(exc).__name__, exc)) from exc
         if not found:
             raise exception.NotFound('snapshot %s not found (neither in '
                                      'the cache nor in Glance)'
                                      % snapshot_id)
-        return found[0]['id']
+        return found[0]
+
+    def bundle_image(self, context, snapshot_id):
+        """The id of a snapshot's bundle image, looked up in Glance."""
+        return self.find_bundle(context, snapshot_id)['id']
+
+    @staticmethod
+    def bundle_instance(image):
+        """The instance whose snapshot a bundle image holds."""
+        return (image.get('properties') or {}).get(INSTANCE)
 
     def fetch(self, context, snapshot_id, image_id=None):
         """Rebuild a snapshot's cache entry from its bundle in Glance.

@@ -318,3 +318,65 @@ class DurableEngineTest(test_bundle.BundleFixture):
         record, path = self.src._verified_resumable(record, CONTEXT)
         self.assertEqual(memory, path)
         self.assertEqual('ok', self.src.verify('s1')['result'])
+
+    # -- a cache entry lost altogether (the agent's get) --
+
+    def lose(self, snapshot_id):
+        """Remove a snapshot's whole cache entry; count the downloads."""
+        record = self.src.store.get(snapshot_id)
+        shutil.rmtree(os.path.dirname(
+            self.src.store.local_path(record, 'manifest.json')))
+        self.downloads = []
+        download = self.api.download
+
+        def counted(context, image_id):
+            self.downloads.append(image_id)
+            return download(context, image_id)
+        self.api.download = counted
+        return record
+
+    def runs_here(self, *uuids):
+        self.useFixture(fixtures.MockPatchObject(
+            self.src, '_guest_or_none',
+            lambda uuid: object() if uuid in uuids else None))
+
+    def test_a_lost_record_is_rebuilt_where_its_instance_runs(self):
+        self.src.make_durable('s1', CONTEXT)
+        record = self.lose('s1')
+        self.runs_here(record['instance_uuid'])
+        got = self.src.rebuild_lost('s1', CONTEXT)
+        self.assertEqual(got, self.src.store.get('s1'))
+        self.assertEqual(record['durable']['image_id'],
+                         got['durable']['image_id'])
+        self.assertEqual([record['durable']['image_id']], self.downloads)
+        self.assertEqual('ok', self.src.verify('s1')['result'])
+        # a second request finds it in the cache: no second download
+        self.assertEqual(self.src.store.get('s1'),
+                         self.src._fetch(CONTEXT, 's1', None, 'again'))
+        self.assertEqual(1, len(self.downloads))
+
+    def test_another_host_answers_not_found_without_a_download(self):
+        self.src.make_durable('s1', CONTEXT)
+        record = self.lose('s1')
+        self.runs_here()
+        err = self.assertRaises(exception.NotFound, self.src.rebuild_lost,
+                                's1', CONTEXT)
+        self.assertIn(record['instance_uuid'], str(err))
+        self.assertEqual([], self.downloads)
+        self.assertRaises(exception.NotFound, self.src.store.get, 's1')
+
+    def test_a_snapshot_glance_never_had_is_not_found(self):
+        self.runs_here()
+        self.assertRaises(exception.NotFound, self.src.rebuild_lost,
+                          'nowhere', CONTEXT)
+        # the file store keeps nothing to rebuild from
+        self.assertRaises(exception.NotFound, self.dst.rebuild_lost, 's1',
+                          CONTEXT)
+
+    def test_glance_failing_to_answer_is_not_a_not_found(self):
+        def broken(context, filters):
+            raise RuntimeError('glance is down')
+        self.api.get_all = broken
+        err = self.assertRaises(exception.ImageTransferFailed,
+                                self.src.rebuild_lost, 's1', CONTEXT)
+        self.assertIn('glance is down', str(err))

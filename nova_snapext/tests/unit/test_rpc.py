@@ -75,6 +75,9 @@ class FakeEngine(object):
         self.digests_done = threading.Event()
         self.unavailable = {}
         self.trees = []
+        # what rebuild_lost answers (None: NotFound), and its calls
+        self.lost = None
+        self.rebuilt = []
 
     def domain(self, ident):
         try:
@@ -107,6 +110,13 @@ class FakeEngine(object):
 
     def resumable(self, snapshot_id, context=None):
         return self.store.get(snapshot_id)
+
+    def rebuild_lost(self, snapshot_id, context):
+        # a store that keeps no bundles: lost is lost
+        self.rebuilt.append((snapshot_id, context))
+        if self.lost is None:
+            raise exception.NotFound('snapshot %s not found' % snapshot_id)
+        return self.lost
 
     def record_digests(self, snapshot_id):
         self.digested.append(snapshot_id)
@@ -292,6 +302,17 @@ class RpcOverFakeDriverTest(testtools.TestCase):
             self.assertIs(type(error), type(e))
         self.assertEqual(('s1', 'uuid-a', 'not JSON'),
                          (e.snapshot_id, e.instance_uuid, e.reason))
+
+    def test_get_rebuilds_a_lost_record_with_the_callers_context(self):
+        record = fakes.record('s1', instance_uuid='uuid-a')
+        self.engine.store.get.side_effect = exception.NotFound('not cached')
+        self.engine.lost = record
+        answer = self.api.get({'project_id': 'p1', 'auth_token': 't'},
+                              'host1', 's1')
+        self.assertEqual(record, answer['manifest'])
+        [(snapshot_id, ctxt)] = self.engine.rebuilt
+        self.assertEqual(('s1', 'p1', 't'), (snapshot_id, ctxt['project_id'],
+                                             ctxt['auth_token']))
 
     def test_tree_carries_the_records(self):
         answer = self.api.tree({}, 'host1', 'uuid-a')
