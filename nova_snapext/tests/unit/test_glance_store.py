@@ -147,8 +147,15 @@ class GlanceStoreTest(testtools.TestCase):
         parent = self.durable(_record('s1'))
         child = self.durable(_record('s2', 's1'), since='s1')
         self.store.delete('s1', context=CONTEXT)
-        # the child's delta still reads the parent's bundle
+        # the child's delta still reads the parent's bundle, marked so that
+        # no host rebuilds the deleted snapshot from it
         self.assertEqual(set(child['durable']['chain']), self.live_images())
+        kept = self.api.images[parent['durable']['image_id']]
+        self.assertEqual('true', kept['properties']['snapext_deleted'])
+        self.assertRaises(exception.NotFound, self.store.find_bundle,
+                          CONTEXT, 's1')
+        self.assertEqual(child['durable']['image_id'],
+                         self.store.bundle_image(CONTEXT, 's2'))
         self.store.delete('s2', context=CONTEXT)
         self.assertEqual(set(), self.live_images())
         self.assertEqual(sorted(child['durable']['chain']),
@@ -161,6 +168,20 @@ class GlanceStoreTest(testtools.TestCase):
         self.store.delete('s2', context=CONTEXT)
         self.assertEqual({parent['durable']['image_id']},
                          self.live_images())
+        self.assertEqual(parent['durable']['image_id'],
+                         self.store.bundle_image(CONTEXT, 's1'))
+
+    def test_a_kept_bundle_glance_will_not_mark_is_logged(self):
+        self.durable(_record('s1'))
+        self.durable(_record('s2', 's1'), since='s1')
+
+        def refuse(context, image_id, meta, data=None, purge_props=False):
+            raise RuntimeError('glance said no')
+        self.api.update = refuse
+        logged = self.useFixture(fixtures.FakeLogger())
+        self.store.delete('s1', context=CONTEXT)
+        self.assertRaises(exception.NotFound, self.store.get, 's1')
+        self.assertIn('not marked deleted (glance said no)', logged.output)
 
     def test_forget_deletes_every_bundle_of_the_instance(self):
         self.durable(_record('s1'))
