@@ -20,6 +20,7 @@ export SNAPEXT_REQUIRE_GUEST=1
 
 passed=0
 failed=0
+failing=()
 run_stestr() {
     local name=$1; shift
     echo "== $name"
@@ -29,6 +30,11 @@ run_stestr() {
     passed=$((passed + $(sed -n 's/^ - Passed: //p' "$out" | tail -1)))
     failed=$((failed + $(sed -n 's/^ - Failed: //p' "$out" | tail -1)))
     rm -f "$out"
+    if [[ $rc != 0 ]]; then
+        # Named again at the end: CI shows only the tail of a long run.
+        mapfile -t -O "${#failing[@]}" failing < <(
+            stestr failing --list 2>/dev/null | sed "s/^/$name: /")
+    fi
     return $rc
 }
 
@@ -92,4 +98,7 @@ if [[ "${SNAPEXT_SKIP_AIO:-0}" != 1 ]]; then
 fi
 
 echo "tests: $passed passed, $failed failed"
+for test in "${failing[@]}"; do
+    echo "failed: $test"
+done
 exit $status

@@ -33,12 +33,13 @@ class DeleteOps(object):
         try:
             record = self.store.get(snapshot_id)
         except exception.BrokenRecord as exc:
-            return self.delete_broken(exc.instance_uuid, exc.snapshot_id)
+            return self.delete_broken(exc.instance_uuid, exc.snapshot_id,
+                                      context)
         with self._lock(record['instance_uuid']):
             self._delete(record, context)
         return {'id': record['id'], 'broken': False, 'kept': []}
 
-    def delete_broken(self, instance_uuid, snapshot_id):
+    def delete_broken(self, instance_uuid, snapshot_id, context=None):
         """Remove a broken record and its memory image; keep disk states.
 
         The record is the only thing that says which disk states are
@@ -49,10 +50,12 @@ class DeleteOps(object):
         once known to be unused.  Nothing else refers to a broken record:
         its children keep their own records, HEAD forgets it.
 
+        :param context: the request context, for a store that deletes
+            the snapshot's bundle elsewhere too
         :returns: {'id', 'broken': True, 'kept': ['file:internal name']}
         """
         with self._lock(instance_uuid):
-            self.store.delete_broken(instance_uuid, snapshot_id)
+            self.store.delete_broken(instance_uuid, snapshot_id, context)
             if self.store.head(instance_uuid) == snapshot_id:
                 self.store.set_head(instance_uuid, None)
             name = states.internal_name(snapshot_id)

@@ -73,6 +73,35 @@ class DurableOps(object):
                                     if m['kind'] == 'disk'))
         return durable
 
+    def redo_durable(self, snapshot_id, lost_image):
+        """Upload a snapshot's bundle again: ``lost_image`` was deleted.
+
+        ``lost_image`` is its own bundle image or one its delta sits on
+        (someone deleted a hidden image in Glance).  The record stops
+        claiming a bundle at once, the new one is uploaded by the service
+        user for the snapshot's project (a delta on the parent's bundle
+        when that one is whole), and the old image, useless without its
+        base, is deleted.  Redo a parent before its children.
+
+        :returns: the new ``durable``, or None when there was nothing to
+            redo (no store that keeps bundles, or done meanwhile)
+        :raises: the upload's failure; the record then claims no bundle
+        """
+        if not self.store.keeps_bundles:
+            return None
+        with self._lock(self.store.get(snapshot_id)['instance_uuid']):
+            record = self.store.get(snapshot_id)
+            old = record.pop('durable', None)
+            if not old or lost_image not in old['chain']:
+                return None
+            self.store.update(record)
+        LOG.warning('snapshot %s: bundle image %s was deleted; uploading '
+                    'its bundle again', snapshot_id, lost_image)
+        durable = self.make_durable(snapshot_id, None)
+        if old['image_id'] != lost_image:
+            self.store.discard_image(None, old['image_id'])
+        return durable
+
     def resumable(self, snapshot_id, context=None, image_id=None):
         """The record, its memory image in the local cache.
 

@@ -713,7 +713,8 @@ class AgentService(object):
         if self.conf.snapext.image_delete_listener:
             self._listener = notifications.ImageDeleteListener(
                 self.conf, self.host, notifications.ImageDeleteEndpoint(
-                    self.endpoint.engine.store, self.delete_snapshot),
+                    self.endpoint.engine.store, self.delete_snapshot,
+                    redo_durable=self.redo_durable),
                 transport=self._notification_transport).start()
         return self
 
@@ -726,6 +727,27 @@ class AgentService(object):
         with self.endpoint._recorded(
                 'delete', [record['instance_uuid']]) as op:
             self.endpoint._delete(op, record)
+
+    def redo_durable(self, image_id, snapshot_ids):
+        """Upload again, in the background, the bundles ``image_id`` held.
+
+        Parents first (the order given), each under the operation log;
+        one that fails stays in the cache only and says so in the log.
+        """
+        def run():
+            engine = self.endpoint.engine
+            for snapshot_id in snapshot_ids:
+                try:
+                    uuid = engine.store.get(snapshot_id)['instance_uuid']
+                    with self.endpoint._recorded('redo-durable', [uuid]):
+                        engine.redo_durable(snapshot_id, image_id)
+                except Exception:
+                    LOG.exception('snapshot %s lives in this host\'s cache '
+                                  'only: its bundle could not be uploaded '
+                                  'again after image %s was deleted',
+                                  snapshot_id, image_id)
+        threading.Thread(target=run, name='snapext-redo-durable',
+                         daemon=True).start()
 
     def stop(self):
         """Stop serving, wait for running requests, thaw what we froze."""

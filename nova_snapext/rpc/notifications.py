@@ -35,17 +35,32 @@ def pool_name(host):
     return 'snapext-%s' % host
 
 
-def snapshots_of_deleted_image(event_type, payload, records):
-    """Ids of the ``records`` an event asks to delete (none for most).
+def deleted_image(event_type, payload):
+    """The id of the image an event says was deleted, or None."""
+    if event_type != EVENT or not isinstance(payload, dict):
+        return None
+    return payload.get('id') or None
+
+
+def snapshots_of_deleted_image(image_id, records):
+    """Ids of the ``records`` made for image ``image_id``: to delete.
 
     :param records: the snapshot records of this host
     """
-    if event_type != EVENT or not isinstance(payload, dict):
-        return []
-    image_id = payload.get('id')
-    if not image_id:
-        return []
     return [r['id'] for r in records if r.get('image_id') == image_id]
+
+
+def snapshots_losing_bundle(image_id, records):
+    """Ids of the ``records`` whose bundle needs image ``image_id``.
+
+    The snapshot whose bundle it was, and those whose deltas sit on it,
+    parents first (a chain is longer than its parent's): each is uploaded
+    again, a delta on its parent's new bundle.
+    """
+    hit = [r for r in records
+           if image_id in (r.get('durable') or {}).get('chain', ())]
+    return [r['id'] for r in sorted(hit, key=lambda r: len(
+        r['durable']['chain']))]
 
 
 def local_records(store):
@@ -61,25 +76,34 @@ class ImageDeleteEndpoint(object):
     :param delete: callable(snapshot id) that deletes a snapshot with the
         exclusion of the agent's own delete; may raise Conflict (busy) or
         NotFound (deleted meanwhile)
+    :param redo_durable: callable(image id, [snapshot ids]) that uploads
+        again the bundles a deleted bundle image took with it (returns at
+        once); None where the store keeps no bundles
     """
 
     filter_rule = messaging.NotificationFilter(
         event_type='^%s$' % EVENT.replace('.', r'\.'))
 
-    def __init__(self, store, delete, sleep=time.sleep,
+    def __init__(self, store, delete, redo_durable=None, sleep=time.sleep,
                  clock=time.monotonic):
         self.store = store
         self.delete = delete
+        self.redo_durable = redo_durable
         self._sleep = sleep
         self._clock = clock
 
     def info(self, ctxt, publisher_id, event_type, payload, metadata):
-        image_id = payload.get('id') if isinstance(payload, dict) else None
-        doomed = snapshots_of_deleted_image(event_type, payload,
-                                            local_records(self.store))
+        image_id = deleted_image(event_type, payload)
+        if image_id is None:
+            return
+        records = local_records(self.store)
+        lost = snapshots_losing_bundle(image_id, records)
+        if lost and self.redo_durable is not None:
+            self.redo_durable(image_id, lost)
+        doomed = snapshots_of_deleted_image(image_id, records)
         if not doomed:
-            LOG.debug('image %s deleted: no snapshot of this host names it',
-                      image_id)
+            LOG.debug('image %s deleted: no snapshot of this host was made '
+                      'for it', image_id)
             return
         for snapshot_id in doomed:
             if self._delete(snapshot_id):

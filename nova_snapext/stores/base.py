@@ -70,10 +70,13 @@ class SnapshotStore(metaclass=abc.ABCMeta):
         """
         return []
 
-    def delete_broken(self, instance_uuid, snapshot_id):
+    def delete_broken(self, instance_uuid, snapshot_id, context=None):
         """Remove a broken record (and whatever lies with it).
 
         Conflict if the record is not broken, NotFound if there is none.
+
+        :param context: the request context, for a store that deletes
+            the snapshot's bundle elsewhere too
         """
         raise exception.NotFound('snapshot %s not found' % snapshot_id)
 

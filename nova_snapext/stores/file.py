@@ -193,7 +193,7 @@ class FileStore(base.SnapshotStore):
         m = self.get(snapshot_id)
         shutil.rmtree(self._record_dir(m['instance_uuid'], snapshot_id))
 
-    def delete_broken(self, instance_uuid, snapshot_id):
+    def delete_broken(self, instance_uuid, snapshot_id, context=None):
         path = os.path.join(self._record_dir(instance_uuid, snapshot_id),
                             MANIFEST)
         if not os.path.exists(path):

@@ -48,17 +48,27 @@ SINCE = 'snapext_since'
 DELETED = 'snapext_deleted'
 # The property of the image ``nova image-create`` made that names it.
 LINK = 'snapext_bundle'
+# Nova's image API adds this project as a member of the new image.
+NOVA_SHARE_WITH = 'instance_owner'
 
 
-def bundle_image_meta(record, since):
-    """Glance metadata of a snapshot's bundle image (queued, hidden)."""
+def bundle_image_meta(record, since, owner=None):
+    """Glance metadata of a snapshot's bundle image (queued, hidden).
+
+    :param owner: the project to share the image with, when the service
+        user makes it on that project's behalf (Nova's ``instance_owner``:
+        Nova adds the project as a member, as for an admin's snapshot of
+        another project's server); the image is the caller's own otherwise
+    """
     props = {BUNDLE_OF: record['id'], INSTANCE: record['instance_uuid']}
     if since:
         props[SINCE] = since
+    if owner:
+        props[NOVA_SHARE_WITH] = owner
     return {'name': 'snapext-bundle-%s' % record['id'],
             'disk_format': 'raw', 'container_format': 'bare',
-            'visibility': 'private', 'os_hidden': True,
-            'properties': props}
+            'visibility': 'shared' if owner else 'private',
+            'os_hidden': True, 'properties': props}
 
 
 def images_needed(records):
@@ -124,6 +134,9 @@ class GlanceStore(file_store.FileStore):
     def upload_bundle(self, context, record, chunks, base, notify=None):
         """Stream a bundle into a new hidden image; the record's durable.
 
+        :param context: the request's; None when no request asked for it
+            (the service user then makes the image and shares it with the
+            snapshot's project, so that project's requests can fetch it)
         :param chunks: the bundle's bytes (a delta on ``base`` if given)
         :param base: (snapshot id, its chain) from :meth:`delta_base`, or
             None for a standalone bundle
@@ -131,8 +144,11 @@ class GlanceStore(file_store.FileStore):
         :raises: whatever failed; no image is left behind then
         """
         since, chain = base or (None, [])
+        owner = None
+        if context is None:
+            owner = (record.get('nova') or {}).get('project_id')
         image = self.images.create(
-            self._context(context), bundle_image_meta(record, since),
+            self._context(context), bundle_image_meta(record, since, owner),
             chunks, 'the bundle of snapshot %s%s' % (
                 record['id'], ' (a delta since %s)' % since if since
                 else ''), notify)
@@ -204,9 +220,8 @@ class GlanceStore(file_store.FileStore):
         :returns: the record, as the cache now holds it
         """
         cached = self._cached(snapshot_id)
-        if image_id is None:
-            image_id = ((cached or {}).get('durable') or {}).get(
-                'image_id') or self.bundle_image(context, snapshot_id)
+        image_id = self._bundle_to_fetch(context, snapshot_id, image_id,
+                                         cached)
         context = self._context(context)
         image = self.images.get(context, image_id)
         props = image.get('properties') or {}
@@ -238,6 +253,21 @@ class GlanceStore(file_store.FileStore):
         LOG.info('snapshot %s: cache entry rebuilt from bundle image %s',
                  snapshot_id, image_id)
         return record
+
+    def _bundle_to_fetch(self, context, snapshot_id, hint, cached):
+        """The bundle image to fetch a snapshot from.
+
+        The caller's hint while Glance still has it (an image's
+        ``snapext_bundle`` goes stale when a deleted bundle is uploaded
+        again, see :meth:`DurableOps.redo_durable`), else the cached
+        record's, else the one Glance lists for the snapshot.
+        """
+        glance_context = self._context(context)
+        known = ((cached or {}).get('durable') or {}).get('image_id')
+        for image_id in (hint, known):
+            if image_id and self.images.exists(glance_context, image_id):
+                return image_id
+        return self.bundle_image(context, snapshot_id)
 
     def _cached(self, snapshot_id):
         try:
@@ -334,6 +364,20 @@ class GlanceStore(file_store.FileStore):
         self._drop_images(context, [record],
                           self.list(record['instance_uuid']))
 
+    def delete_broken(self, instance_uuid, snapshot_id, context=None):
+        super().delete_broken(instance_uuid, snapshot_id)
+        # The record cannot say which bundle was its own: Glance can.
+        try:
+            found = self.images.find_hidden(self._context(context),
+                                            {BUNDLE_OF: snapshot_id})
+        except Exception as exc:
+            LOG.error('cannot look for the bundle image of broken snapshot '
+                      '%s: %s; delete the hidden image whose %s is %s by '
+                      'hand', snapshot_id, exc, BUNDLE_OF, snapshot_id)
+            return
+        gone = [{'durable': {'chain': [image['id']]}} for image in found]
+        self._drop_images(context, gone, self.list(instance_uuid))
+
     def forget(self, instance_uuid, context=None):
         records = self.list(instance_uuid)
         count = super().forget(instance_uuid)
@@ -346,9 +390,9 @@ class GlanceStore(file_store.FileStore):
         if kept:
             LOG.info('bundle images %s kept: a remaining snapshot\'s delta '
                      'needs them', ', '.join(sorted(kept)))
-        # the gone snapshots' own bundles among them
-        marked = sorted(kept & {r['durable']['image_id'] for r in gone
-                                if r.get('durable')})
+        # the gone snapshots' own bundles among them (a chain's first)
+        marked = sorted(kept & {r['durable']['chain'][0] for r in gone
+                                if (r.get('durable') or {}).get('chain')})
         if not doomed and not marked:
             return
         try:

@@ -28,6 +28,8 @@ AIO = os.environ.get('SNAPEXT_AIO_DIR', '/opt/snapext-aio')
 DATA = os.environ.get('SNAPEXT_AIO_DATA', '/var/lib/snapext-aio')
 BIN = os.path.join(AIO, 'openstack', 'bin')
 INSTANCES = os.path.join(DATA, 'nova', 'instances')
+# the compute host's snapext store (the glance store's cache)
+STORE = os.path.join(DATA, 'snapext')
 AUTH_URL = 'http://127.0.0.1:5000/v3'
 PASSWORD = 'snapext-aio'
 USERS = {'admin': ('admin', 'admin'), 'demo': ('demo', PASSWORD),
@@ -65,6 +67,16 @@ def require_aio():
         raise AssertionError(
             'the AIO cloud is not up (%s: %s): run tools/aio/aio.sh up'
             % (type(exc).__name__, exc))
+
+
+def cached(server_id, snapshot_id, name='manifest.json'):
+    """A file of a snapshot's entry in the compute host's store."""
+    return os.path.join(STORE, server_id, snapshot_id, name)
+
+
+def cached_record(server_id, snapshot_id):
+    with open(cached(server_id, snapshot_id)) as f:
+        return json.load(f)
 
 
 def unique_name(prefix):

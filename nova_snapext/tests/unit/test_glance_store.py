@@ -200,6 +200,25 @@ class GlanceStoreTest(testtools.TestCase):
         self.assertEqual([('service', record['durable']['image_id'])],
                          deleted)
 
+    def break_record(self, record):
+        with open(self.store.local_path(record, 'manifest.json'), 'w') as f:
+            f.write('{not json')
+
+    def test_a_broken_record_takes_its_bundle_found_in_glance(self):
+        record = self.durable(_record('s1'))
+        self.break_record(record)
+        self.store.delete_broken(record['instance_uuid'], 's1')
+        self.assertEqual(set(), self.live_images())
+
+    def test_a_broken_record_keeps_the_bundle_a_child_needs(self):
+        parent = self.durable(_record('s1'))
+        child = self.durable(_record('s2', 's1'), since='s1')
+        self.break_record(parent)
+        self.store.delete_broken(parent['instance_uuid'], 's1')
+        self.assertEqual(set(child['durable']['chain']), self.live_images())
+        self.assertRaises(exception.NotFound, self.store.find_bundle,
+                          CONTEXT, 's1')
+
     def test_images_to_drop_follows_whole_chains(self):
         a = {'durable': {'chain': ['A']}}
         b = {'durable': {'chain': ['B', 'A']}}
@@ -339,6 +358,35 @@ class DurableEngineTest(test_bundle.BundleFixture):
         record, path = self.src._verified_resumable(record, CONTEXT)
         self.assertEqual(memory, path)
         self.assertEqual('ok', self.src.verify('s1')['result'])
+
+    def test_a_deleted_bundle_is_uploaded_again_parents_first(self):
+        first = self.src.make_durable('s1', CONTEXT)
+        second = self.src.make_durable('s2', CONTEXT)
+        record = self.src.store.get('s1')
+        record['nova'] = {'project_id': 'p1'}
+        self.src.store.update(record)
+        self.api.delete(None, first['image_id'])
+        for snapshot_id in ('s1', 's2'):
+            self.src.redo_durable(snapshot_id, first['image_id'])
+        redone = [self.src.store.get(s)['durable'] for s in ('s1', 's2')]
+        # s1 standalone again, shared with its project; s2 a delta on it
+        self.assertIsNone(redone[0]['since'])
+        image = self.api.images[redone[0]['image_id']]
+        self.assertEqual(('shared', 'p1'), (
+            image['visibility'], image['properties']['instance_owner']))
+        self.assertEqual([redone[1]['image_id'], redone[0]['image_id']],
+                         redone[1]['chain'])
+        # the old delta, useless without its base, is gone
+        self.assertNotIn(second['image_id'], self.api.images)
+        self.assertEqual({redone[0]['image_id'], redone[1]['image_id']},
+                         set(self.api.images))
+        # done once: a second notice changes nothing
+        self.assertIsNone(self.src.redo_durable('s2', first['image_id']))
+        # and a lost cache entry comes back from the new bundle
+        shutil.rmtree(os.path.dirname(self.src.store.local_path(
+            self.src.store.get('s2'), 'memory.save')))
+        self.assertEqual(redone[1]['chain'], self.src.resumable(
+            's2', CONTEXT)['durable']['chain'])
 
     # -- a cache entry lost altogether (the agent's get) --
 

@@ -60,8 +60,11 @@ class DecisionTest(testtools.TestCase):
                {'id': 's5', 'image_id': 'img-2'}]
 
     def decide(self, event_type, payload):
-        return notifications.snapshots_of_deleted_image(
-            event_type, payload, self.records)
+        image_id = notifications.deleted_image(event_type, payload)
+        if image_id is None:
+            return []
+        return notifications.snapshots_of_deleted_image(image_id,
+                                                        self.records)
 
     def test_every_record_of_the_deleted_image(self):
         self.assertEqual(['s1', 's4'],
@@ -76,6 +79,25 @@ class DecisionTest(testtools.TestCase):
         self.assertEqual([], self.decide('image.delete', {}))
         self.assertEqual([], self.decide('image.delete', {'id': None}))
         self.assertEqual([], self.decide('image.delete', 'img-1'))
+
+    def test_bundles_that_need_the_image_parents_first(self):
+        def durable(*chain):
+            return {'image_id': chain[0], 'since': None,
+                    'chain': list(chain)}
+        records = [{'id': 'grandchild',
+                    'durable': durable('b3', 'b2', 'b1')},
+                   {'id': 'child', 'durable': durable('b2', 'b1')},
+                   {'id': 'parent', 'durable': durable('b1')},
+                   {'id': 'other', 'durable': durable('b9')},
+                   {'id': 'cached-only'}]
+        self.assertEqual(['parent', 'child', 'grandchild'],
+                         notifications.snapshots_losing_bundle('b1',
+                                                               records))
+        self.assertEqual(['child', 'grandchild'],
+                         notifications.snapshots_losing_bundle('b2',
+                                                               records))
+        self.assertEqual([], notifications.snapshots_losing_bundle('img',
+                                                                   records))
 
 
 class EndpointTest(StoreTestCase):
@@ -112,6 +134,18 @@ class EndpointTest(StoreTestCase):
         self.notify('img-1')
         self.assertEqual(['s1', 's3'], sorted(self.deleted))
         self.assertEqual(['s2', 's4'], self.ids())
+
+    def test_a_deleted_bundle_image_is_uploaded_again(self):
+        redone = []
+        self.endpoint.redo_durable = lambda image_id, ids: redone.append(
+            (image_id, ids))
+        record = self.commit('s1', image_id='img-1')
+        record['durable'] = {'image_id': 'bundle-1', 'since': None,
+                             'chain': ['bundle-1']}
+        self.store.update(record)
+        self.notify('bundle-1')
+        self.assertEqual([('bundle-1', ['s1'])], redone)
+        self.assertEqual([], self.deleted)
 
     def test_unknown_images_are_ignored_quietly(self):
         self.commit('s1', image_id='img-1')
