@@ -105,8 +105,11 @@ RPC_OPTS = [
                     'snapext CLI or by a Cinder group snapshot, or whose '
                     'image was deleted) it asks the agent of every enabled '
                     'nova-compute host that is up, one after the other.  '
-                    'An agent that does not answer within this time is '
-                    'skipped.'),
+                    'An agent that neither answers nor heartbeats within '
+                    'this time is skipped; one that heartbeats (its glance '
+                    'store rebuilding a snapshot the cache lost, from its '
+                    'bundle in Glance) may take up to '
+                    'rpc_capture_timeout.'),
     cfg.IntOpt('max_freeze_ms', default=60000, min=100,
                help='Upper bound of the timeout_ms a caller may give freeze: '
                     'the agent\'s watchdog thaws a guest no later than this '

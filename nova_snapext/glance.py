@@ -185,6 +185,11 @@ class Images(object):
         return list(self.api.get_all(
             context, filters=dict(properties, os_hidden='true')))
 
+    def set_properties(self, context, image_id, properties):
+        """Add or change properties of an image (its data untouched)."""
+        self.api.update(context, image_id, {'properties': dict(properties)},
+                        purge_props=False)
+
     def exists(self, context, image_id):
         try:
             self.get(context, image_id)

@@ -354,7 +354,9 @@ class Controller(object):
         taking a new one: the snapshots are Cinder's (listed, quota'd,
         deletable there), and the image's ``block_device_mapping`` names
         them, so a server booted from the image gets volumes holding the
-        captured state.
+        captured state.  With the glance store the agent then uploads the
+        snapshot's bundle (once Cinder adopted the states, so the bundle's
+        record says which are Cinder's), and the image links it.
         """
         volume_bdms = [b for b in bdms if b.is_volume and not b.no_device]
         self._check_snapshot_quota(context, instance, volume_bdms)
@@ -409,6 +411,13 @@ class Controller(object):
                                               metadata)
                 image_meta['properties'].update(virt_policy.image_properties(
                     record, instance.host, self.conf.snapext.store))
+                # As the driver does for an image-backed server: durable
+                # before the image exists, the guest running meanwhile.
+                durable = self._make_durable(context, instance, record,
+                                             snapshots)
+                if durable:
+                    image_meta['properties'][
+                        virt_policy.BUNDLE_PROPERTY] = durable['image_id']
                 image_meta['id'] = image_id
                 self.image_api.create(context, image_meta)
             except Exception:
@@ -446,6 +455,30 @@ class Controller(object):
                  volumes_mod.HOST: instance.host})
             snapshots[bdm.volume_id] = snapshot['id']
         return snapshots
+
+    def _make_durable(self, context, instance, record, snapshots):
+        """The snapshot's bundle into the agent's store; its durable.
+
+        None when the agent's store keeps no bundles (``file``), or the
+        agent is older than RPC 2.4 (the snapshot then lives on its host
+        only, as before).  A failure raises: the caller forgets the
+        snapshot, and the agent left no bundle image.
+        """
+        answer = self.agent.make_durable(
+            context.to_dict(), instance.host,
+            {'snapshot_id': record['id'], 'adopted': sorted(snapshots)})
+        if answer is None:
+            LOG.warning('the snapext agent on host %s is older than RPC '
+                        '2.4: snapshot %s stays on that host only',
+                        instance.host, record['id'])
+            return None
+        durable = answer['durable']
+        if durable:
+            LOG.info('snapshot %s of %s is durable: bundle image %s, %d '
+                     'bytes in %s s', record['id'], instance.uuid,
+                     durable['image_id'], durable['bytes'],
+                     durable.get('seconds'))
+        return durable
 
     def _forget(self, context, instance, record):
         # Without its image nobody can reach the snapshot through Nova.  The

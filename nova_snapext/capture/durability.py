@@ -6,10 +6,12 @@ the store once the guest runs again, a delta on the parent's bundle when
 the store has that one, and notes it in the record; revert and clone call
 :meth:`DurableOps.resumable` to get a record whose memory image is in the
 local cache, fetching it from the store first when the cache lost it, and
-:meth:`DurableOps._refetched` when the cached copy fails verification.
-With the ``file`` store all of this does nothing.
+:meth:`DurableOps._refetched` when the cached copy fails verification;
+the agent's ``get`` calls :meth:`DurableOps.rebuild_lost` for a snapshot the
+cache lost altogether.  With the ``file`` store all of this does nothing.
 """
 
+import threading
 import time
 
 from oslo_log import log as logging
@@ -17,6 +19,12 @@ from oslo_log import log as logging
 from nova_snapext import exception
 
 LOG = logging.getLogger(__name__)
+
+# One fetch at a time in a process: two requests for the same lost
+# snapshot (a show and a revert) must not rebuild one cache entry in the
+# same fetch directory.  Not a file lock: nova-compute runs under
+# eventlet, where a blocking flock would stop every green thread.
+_FETCHING = threading.Lock()
 
 
 class DurableOps(object):
@@ -114,13 +122,48 @@ class DurableOps(object):
             return self._fetch(context, snapshot_id, image_id, why)
         return record
 
+    def rebuild_lost(self, snapshot_id, context):
+        """A snapshot the cache lost altogether, rebuilt from its bundle.
+
+        nova-api may ask every compute host for a snapshot; only the host
+        that runs the snapshot's instance (its bundle image names it)
+        fetches, so that one request never downloads the bundle on every
+        host; the others answer NotFound after one Glance query.
+
+        :raises NotFound: no bundle of it in Glance, or its instance does
+            not run on this host
+        """
+        if not self.store.keeps_bundles:
+            raise exception.NotFound('snapshot %s not found' % snapshot_id)
+        image = self.store.find_bundle(context, snapshot_id)
+        instance_uuid = self.store.bundle_instance(image)
+        if not instance_uuid or self._guest_or_none(instance_uuid) is None:
+            raise exception.NotFound(
+                'snapshot %s is not on this host (its instance %s runs '
+                'elsewhere)' % (snapshot_id, instance_uuid))
+        return self._fetch(context, snapshot_id, image['id'],
+                           'it is not in the cache')
+
     def _fetch(self, context, snapshot_id, image_id, why):
-        self._report('fetch', snapshot=snapshot_id, why=why)
-        started = time.monotonic()
-        record = self.store.fetch(context, snapshot_id, image_id)
+        with _FETCHING:
+            record = self._cached_resumable(snapshot_id)
+            if record is not None:
+                # another request rebuilt it while this one waited
+                return record
+            self._report('fetch', snapshot=snapshot_id, why=why)
+            started = time.monotonic()
+            record = self.store.fetch(context, snapshot_id, image_id)
         self._report('fetched', snapshot=snapshot_id,
                      seconds=round(time.monotonic() - started, 1))
         return record
+
+    def _cached_resumable(self, snapshot_id):
+        """The cached record if its memory image is usable, else None."""
+        try:
+            record = self.store.get(snapshot_id)
+        except exception.NotFound:
+            return None
+        return None if self.store.needs_fetch(record) else record
 
     def _refetched(self, record, context, error):
         """The record again after a fetch, if its memory image was bad.

@@ -30,6 +30,10 @@ from nova_snapext.virt import policy
 
 LOG = logging.getLogger(__name__)
 
+# seconds between two looks at a record whose volume states Cinder is
+# adopting
+ADOPTION_POLL = 0.5
+
 
 def _operation(method, with_context=False):
     """Record the call in the operation log; errors stay snapext errors.
@@ -79,7 +83,7 @@ def _active_disks(dom, targets=None):
 class AgentEndpoint(object):
     """The agent's RPC methods; see api.AgentAPI for the contract."""
 
-    target = messaging.Target(version='2.3')
+    target = messaging.Target(version='2.4')
 
     def __init__(self, conf, engine, host, images=None, project_of=None):
         self.conf = conf
@@ -410,9 +414,16 @@ class AgentEndpoint(object):
 
     # -- 2.2 ------------------------------------------------------------------
 
-    @_operation('get')
-    def get(self, op, snapshot_id):
-        record = self.engine.store.get(snapshot_id)
+    @_operation('get', with_context=True)
+    def get(self, op, ctxt, snapshot_id):
+        try:
+            record = self.engine.store.get(snapshot_id)
+        except exception.NotFound:
+            # The glance store's cache lost it (a disk replaced): rebuilt
+            # from its bundle with the caller's context, here only if its
+            # instance runs here.
+            op.stage = 'rebuilding the cache entry from Glance'
+            record = self.engine.rebuild_lost(snapshot_id, ctxt)
         _, reason = self.engine.availability(record)
         return {'manifest': record, 'reason': reason}
 
@@ -524,6 +535,47 @@ class AgentEndpoint(object):
         return {'snapshot_id': record['id'], 'image_id': record['image_id'],
                 'instance_uuid': record['instance_uuid']}
 
+    # -- 2.4 ------------------------------------------------------------------
+
+    @_operation('make_durable', with_context=True)
+    def make_durable(self, op, ctxt, spec):
+        spec = _durable_spec(spec)
+        snapshot_id = spec['snapshot_id']
+        if not self.engine.store.keeps_bundles:
+            return {'snapshot_id': snapshot_id, 'durable': None}
+        # Without the instance's claim: the guest runs on, and Cinder's
+        # adoption of the snapshot's volume states must not be refused.
+        op.stage = 'waiting for Cinder to adopt the volume states'
+        self._wait_adopted(snapshot_id, spec['adopted'])
+
+        def notify(done):
+            op.stage = 'uploaded %d bytes' % done
+        durable = self.engine.make_durable(snapshot_id, ctxt, notify)
+        return {'snapshot_id': snapshot_id, 'durable': durable}
+
+    def _wait_adopted(self, snapshot_id, volume_ids):
+        """Until Cinder's snapshots own the record's volume states.
+
+        The bundle carries the record: one made before the adoption would
+        not say which states Cinder owns, and a record rebuilt from it
+        would let a snapext delete drop them.
+        """
+        deadline = time.monotonic() + self.conf.snapext.rpc_timeout
+        while True:
+            disks = self.engine.store.get(snapshot_id)['disks']
+            waiting = sorted(d['volume_id'] for d in disks
+                             if d.get('volume_id') in volume_ids and
+                             not d.get('cinder_snapshot_id'))
+            if not waiting:
+                return
+            if time.monotonic() > deadline:
+                raise exception.Conflict(
+                    'Cinder did not adopt the state of volume %s in '
+                    'snapshot %s within %d s: no bundle made'
+                    % (', '.join(waiting), snapshot_id,
+                       self.conf.snapext.rpc_timeout))
+            time.sleep(ADOPTION_POLL)
+
     def _thaw_all(self):
         """Thaw every guest this agent froze (on stop)."""
         for state in self.watchdog.release_all():
@@ -538,6 +590,20 @@ def _snapshot_id(spec):
     if not isinstance(spec, dict) or not spec.get('snapshot_id'):
         raise exception.InvalidRequest('spec needs a snapshot_id')
     return spec['snapshot_id']
+
+
+def _durable_spec(spec):
+    snapshot_id = _snapshot_id(spec)
+    adopted = spec.get('adopted') or []
+    if not isinstance(adopted, list):
+        raise exception.InvalidRequest('adopted must be a list of volume '
+                                       'ids')
+    unknown = set(spec) - {'snapshot_id', 'adopted', 'op_id'}
+    if unknown:
+        raise exception.InvalidRequest(
+            'make_durable spec has unknown keys: %s'
+            % ', '.join(sorted(unknown)))
+    return {'snapshot_id': snapshot_id, 'adopted': adopted}
 
 
 def _release_spec(spec):

@@ -30,15 +30,23 @@ class AgentAPI(object):
       the background) and import_bundle (a bundle from a Glance image into
       this host's store, plus a bootable image of it); both act in Glance
       with the caller's context.
+    * 2.4 - Add make_durable (a committed snapshot's bundle into the
+      agent's store, for the volume-backed createImage nova-api serves).
+      Not a signature change, so no version of its own: get rebuilds a
+      snapshot the glance store's cache lost from its bundle, on the host
+      that runs the snapshot's instance, with the caller's context.
 
     Not a version change: the long calls (capture, revert, delete, release,
-    import_bundle)
+    import_bundle, make_durable)
     are made with oslo.messaging's ``call_monitor_timeout`` ([snapext]
     rpc_call_monitor_timeout), as Nova's compute RPC API makes its long
     ones.  Every agent heartbeats them (oslo.messaging's RPC server does,
     whatever its version), so a caller learns within about that time that
     the agent died (``exception.AgentLost``), while a slow capture on a live
-    agent runs up to ``rpc_capture_timeout``.  A broken record raises
+    agent runs up to ``rpc_capture_timeout``.  get is watched the same
+    way, its lookup timeout as the monitor's: a dead agent is passed over
+    as fast as before, while a live one rebuilding a lost record from
+    Glance takes the time the download needs.  A broken record raises
     ``exception.BrokenRecord`` with its ``snapshot_id``, ``instance_uuid``
     and ``reason``.
 
@@ -55,7 +63,7 @@ class AgentAPI(object):
     """
 
     VERSION_ALIASES = {}
-    LATEST = '2.3'
+    LATEST = '2.4'
 
     def __init__(self, conf, transport=None):
         self.conf = conf
@@ -67,10 +75,16 @@ class AgentAPI(object):
         self.client = messaging.get_rpc_client(
             transport, target, version_cap=cap)
 
-    def _long_call(self, ctxt, host, method, version='2.0', **kwargs):
-        """A call that may run for minutes, watched by the call monitor."""
+    def _long_call(self, ctxt, host, method, version='2.0', monitor=None,
+                   **kwargs):
+        """A call that may run for minutes, watched by the call monitor.
+
+        :param monitor: seconds without a heartbeat that mean the agent is
+            gone, instead of [snapext] rpc_call_monitor_timeout
+        """
         timeout = self.conf.snapext.rpc_capture_timeout
-        monitor = self.conf.snapext.rpc_call_monitor_timeout
+        if monitor is None:
+            monitor = self.conf.snapext.rpc_call_monitor_timeout
         if not monitor or monitor >= timeout:
             monitor = None
         else:
@@ -221,14 +235,46 @@ class AgentAPI(object):
     def get(self, ctxt, host, snapshot_id, timeout=None):
         """One record, with whether it can be reverted to now.
 
-        :param timeout: seconds to wait instead of [snapext] rpc_timeout
+        An agent whose glance store lost the record rebuilds it from the
+        snapshot's bundle first, if the snapshot's instance runs there.
+
+        :param timeout: seconds without an answer or a heartbeat from the
+            agent after which it counts as gone ([snapext] rpc_timeout if
+            None); a rebuild that heartbeats runs up to
+            rpc_capture_timeout
         :returns: {'manifest': the validated record, 'reason': why it
             cannot be reverted to now, or None}
         :raises NotFound: the host has no such record
         :raises BrokenRecord: the record cannot be used
         """
-        return self._call(ctxt, host, 'get', version='2.2', timeout=timeout,
-                          snapshot_id=snapshot_id)
+        return self._long_call(
+            ctxt, host, 'get', version='2.2',
+            monitor=timeout or self.conf.snapext.rpc_timeout,
+            snapshot_id=snapshot_id)
+
+    def make_durable(self, ctxt, host, spec):
+        """Put a committed snapshot's bundle into the agent's store.
+
+        For the glance store: one hidden image holding the bundle (a delta
+        on the parent's when that is in Glance), uploaded while the guest
+        runs on, noted in the record's ``durable``.  A failed upload leaves
+        no image; the record stays as it was.
+
+        The bundle carries the record, so it is made once Cinder's
+        snapshots own the volume states named in ``adopted`` (within
+        [snapext] rpc_timeout, else Conflict).
+
+        :param spec: {'snapshot_id', 'adopted': [volume ids whose state a
+            Cinder snapshot is adopting]}
+        :returns: {'op_id', 'snapshot_id', 'durable': the record's durable
+            ({'image_id', 'since', 'chain', 'bytes', 'seconds'}), or None
+            when the agent's store keeps no bundles}; None from an agent
+            older than 2.4 (its snapshots stay on its host)
+        """
+        if not self.client.can_send_version('2.4'):
+            return None
+        return self._long_call(ctxt, host, 'make_durable', version='2.4',
+                               spec=dict(spec))
 
     def release(self, ctxt, host, spec):
         """Drop internal snapshots from disks of a running instance.

@@ -19,7 +19,9 @@ image (a fast clone), both verified against the digests before use.
 
 Deleting a snapshot deletes its bundle image unless another snapshot's
 chain still needs it (a child's delta sits on it); the last snapshot that
-needed a kept image deletes it with its own.
+needed a kept image deletes it with its own.  A kept image is marked
+(``snapext_deleted``): a host whose cache lost a snapshot rebuilds it from
+its bundle, and must not bring a deleted one back.
 
 Glance is reached only through :mod:`nova_snapext.glance`, with the
 caller's context; without one (a deletion Glance itself notified, which
@@ -42,6 +44,8 @@ LOG = logging.getLogger(__name__)
 BUNDLE_OF = 'snapext_bundle_of'
 INSTANCE = 'snapext_instance'
 SINCE = 'snapext_since'
+# On a bundle image kept for a child's delta after its snapshot was deleted.
+DELETED = 'snapext_deleted'
 # The property of the image ``nova image-create`` made that names it.
 LINK = 'snapext_bundle'
 # Nova's image API adds this project as a member of the new image.
@@ -171,15 +175,37 @@ class GlanceStore(file_store.FileStore):
                 os.path.getsize(path), memory['bytes'])
         return None
 
-    def bundle_image(self, context, snapshot_id):
-        """The id of a snapshot's bundle image, looked up in Glance."""
-        found = self.images.find_hidden(self._context(context),
-                                        {BUNDLE_OF: snapshot_id})
+    def find_bundle(self, context, snapshot_id):
+        """A snapshot's bundle image as Glance lists it (one query).
+
+        :raises NotFound: Glance has no bundle of it the context may see
+        :raises ImageTransferFailed: Glance could not be asked
+        """
+        try:
+            found = self.images.find_hidden(self._context(context),
+                                            {BUNDLE_OF: snapshot_id})
+        except exception.SnapextError:
+            raise
+        except Exception as exc:
+            raise exception.ImageTransferFailed(
+                'cannot ask Glance for the bundle of snapshot %s: %s: %s'
+                % (snapshot_id, type(exc).__name__, exc)) from exc
+        found = [i for i in found
+                 if (i.get('properties') or {}).get(DELETED) != 'true']
         if not found:
             raise exception.NotFound('snapshot %s not found (neither in '
                                      'the cache nor in Glance)'
                                      % snapshot_id)
-        return found[0]['id']
+        return found[0]
+
+    def bundle_image(self, context, snapshot_id):
+        """The id of a snapshot's bundle image, looked up in Glance."""
+        return self.find_bundle(context, snapshot_id)['id']
+
+    @staticmethod
+    def bundle_instance(image):
+        """The instance whose snapshot a bundle image holds."""
+        return (image.get('properties') or {}).get(INSTANCE)
 
     def fetch(self, context, snapshot_id, image_id=None):
         """Rebuild a snapshot's cache entry from its bundle in Glance.
@@ -364,7 +390,10 @@ class GlanceStore(file_store.FileStore):
         if kept:
             LOG.info('bundle images %s kept: a remaining snapshot\'s delta '
                      'needs them', ', '.join(sorted(kept)))
-        if not doomed:
+        # the gone snapshots' own bundles among them (a chain's first)
+        marked = sorted(kept & {r['durable']['chain'][0] for r in gone
+                                if (r.get('durable') or {}).get('chain')})
+        if not doomed and not marked:
             return
         try:
             context = self._context(context)
@@ -373,6 +402,19 @@ class GlanceStore(file_store.FileStore):
                       'Glance: %s); delete them by hand',
                       ', '.join(doomed), exc)
             return
+        for image_id in marked:
+            self._mark_deleted(context, image_id)
         for image_id in doomed:
             self.images.delete(context, image_id)
             LOG.info('deleted bundle image %s', image_id)
+
+    def _mark_deleted(self, context, image_id):
+        try:
+            self.images.set_properties(context, image_id, {DELETED: 'true'})
+        except Exception as exc:
+            # The snapshot is deleted all the same; only a host that lost
+            # its cache could bring it back from this image.
+            LOG.error('bundle image %s of a deleted snapshot is not marked '
+                      'deleted (%s): a host whose cache lost the snapshot '
+                      'would rebuild it from there; set its property %s=true '
+                      'by hand', image_id, exc, DELETED)

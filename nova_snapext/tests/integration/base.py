@@ -261,6 +261,19 @@ class VolumeMixin(object):
         self.addCleanup(self._delete_volume, volume.id)
         return volume
 
+    def boot_from_volume(self, name):
+        """A server whose root is a snapext volume made from the image."""
+        image = self.demo.image.find_image(IMAGE, ignore_missing=False)
+        root = self.demo.block_storage.create_volume(
+            name=unique_name('root'), size=1, volume_type='snapext',
+            image_id=image.id)
+        self.addCleanup(self._delete_volume, root.id)
+        self.wait_volume(root.id, 'available')
+        server = cli('server', 'create', '--volume', root.id,
+                     '--flavor', FLAVOR, '--nic', 'none', '--wait', name)
+        self.addCleanup(self.delete_server, server['id'])
+        return self.demo.compute.get_server(server['id'])
+
     def _delete_volume(self, volume_id):
         """With the servers it is attached to, and its Cinder snapshots.
 

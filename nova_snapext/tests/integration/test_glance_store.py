@@ -6,14 +6,21 @@ in Glance as one hidden image the snapshot's image links to; the second
 snapshot's bundle is a delta (its disk member holds what the guest wrote
 in between); with the host's cached memory image of the first snapshot
 gone, a revert through the API fetches it and the guest continues from the
-snapshot; with the whole cache entry gone, a server booted from the
-snapshot's image still resumes its memory.  Proofs from inside the guests.
+snapshot; with the whole cache entry gone (record, memory image,
+digests), ``openstack server snapshot show``, the server's snapshot list
+and a revert work again, the host's agent rebuilding the entry from the
+bundle, and a server booted from the snapshot's image still resumes its
+memory.  A volume-backed server's full snapshot (which nova-api takes, not
+the driver) gets its bundle too, and reverts with its cached memory image
+gone.  Proofs from inside the guests; no bundle image outlives its
+snapshots.
 """
 
 import hashlib
 import json
 import os
 import shutil
+import time
 
 import openstack
 from testtools import content
@@ -41,7 +48,7 @@ class _Hashing(object):
         return data
 
 
-class GlanceStoreTest(base.TestCase):
+class GlanceStoreTest(base.VolumeMixin, base.TestCase):
 
     def snapshot(self, server, guest):
         """A full snapshot: (its image, (tick before, tick after))."""
@@ -126,8 +133,41 @@ class GlanceStoreTest(base.TestCase):
                              hashlib.sha256(f.read()).hexdigest())
 
         # The whole cache entry (record, memory image, digests) is gone:
-        # a server booted from the first snapshot's image still resumes
-        # its memory, from what the bundle holds.
+        # the API finds the snapshot again (its host's agent rebuilds the
+        # entry from the bundle), and a revert to it works.
+        guest.write_file('/mnt/vda/later.bin')
+        guest.wait_for_tick(after=ticks1[1] + 10, timeout=180)
+        shutil.rmtree(os.path.dirname(self.cached(server, snap1)))
+        started = time.monotonic()
+        shown = base.cli('server', 'snapshot', 'show', snap1)
+        fetch_seconds = time.monotonic() - started
+        self.addDetail('fetch', content.text_content(
+            'show of a snapshot whose cache entry was lost: %.1f s (bundle '
+            'image %d bytes, memory image %d bytes)'
+            % (fetch_seconds, bundle1.size, memory1['bytes'])))
+        self.assertEqual((snap1, server.id, 'available'),
+                         (shown['id'], shown['server_id'], shown['state']))
+        self.assertTrue(os.path.exists(self.cached(server, snap1,
+                                                   'memory.save')))
+        listed = {n['ID']: n for n in base.cli('server', 'snapshot', 'list',
+                                               server.id)}
+        self.assertEqual('available', listed[snap1]['State'])
+        self.assertEqual(snap1, listed[image2['properties'][
+            'snapext_manifest']]['Parent'])
+        offset = guest.console_size()
+        base.cli('server', 'snapshot', 'revert', '--wait', server.id, snap1,
+                 as_json=False)
+        resumed = guest.resumed_tick(offset)
+        self.assertIsNotNone(resumed, 'no TICK after the second revert')
+        self.assertGreaterEqual(resumed, ticks1[0])
+        self.assertLessEqual(resumed, ticks1[1] + 2)
+        guest.wait_for_agent()
+        self.assertEqual(before, guest.sha256('/mnt/vda/before.bin'))
+        self.assertIsNone(guest.sha256('/mnt/vda/later.bin'))
+        self.assertIsNone(guest.sha256('/mnt/vda/after.bin'))
+
+        # Gone again: a server booted from the first snapshot's image
+        # still resumes its memory, from what the bundle holds.
         shutil.rmtree(os.path.dirname(self.cached(server, snap1)))
         clone, clone_guest = self.boot(base.unique_name('durable-clone'),
                                        image=image1['id'])
@@ -140,12 +180,72 @@ class GlanceStoreTest(base.TestCase):
 
         # Deleting the first snapshot keeps its bundle: the second's delta
         # sits on it; deleting the second then takes both.
+        # (--wait sees the snapshot gone: the kept bundle is marked, so the
+        # host, whose cache no longer has it, does not rebuild it)
         base.cli('server', 'snapshot', 'delete', '--wait', snap1,
                  as_json=False)
-        self.assertEqual('active',
-                         self.admin.image.get_image(bundle1.id).status)
+        kept = self.admin.image.get_image(bundle1.id)
+        self.assertEqual(('active', 'true'), (
+            kept.status, kept.properties.get('snapext_deleted')))
         base.cli('server', 'snapshot', 'delete', '--wait',
                  image2['properties']['snapext_manifest'], as_json=False)
         for gone in (bundle1, bundle2):
             self.assertRaises(openstack.exceptions.NotFoundException,
                               self.admin.image.get_image, gone.id)
+        self.assertEqual([], self.bundles_of(server))
+
+    def bundles_of(self, server):
+        """The hidden bundle images of a server's snapshots in Glance."""
+        return [i.id for i in self.admin.image.images(is_hidden=True)
+                if i.properties.get('snapext_instance') == server.id]
+
+    def test_a_volume_backed_snapshot_outlives_the_local_copy(self):
+        # nova-api takes this one (createImage of a volume-backed server),
+        # not the driver: its bundle is made all the same.
+        server = self.boot_from_volume(base.unique_name('durable-bfv'))
+        guest = self.guest(server.id)
+        guest.wait_for_agent(timeout=180)
+        guest.wait_for_tick(timeout=120)
+        before = guest.write_file('/mnt/vda/before.bin')
+        image, ticks = self.snapshot(server, guest)
+        snap = image['properties']['snapext_manifest']
+        found, index = self.bundle_of(image)
+        self.assertEqual(server.id, found.properties['snapext_instance'])
+        with open(self.cached(server, snap)) as f:
+            record = json.load(f)
+        self.assertEqual(found.id, record['durable']['image_id'])
+        # made once Cinder adopted the root volume's state (the agent waits
+        # for it), so that a record rebuilt from it says it is Cinder's
+        self.assertIsNotNone(record['disks'][0]['cinder_snapshot_id'])
+        memory = self.members(index)[bundle.MEMORY]
+        self.assertEqual((record['memory']['sha256'],
+                          record['memory']['bytes']),
+                         (memory['sha256'], memory['bytes']))
+        self.addDetail('volume-backed-bundle', content.text_content(
+            'bundle %d bytes, memory image %d bytes, uploaded in %s s'
+            % (found.size, memory['bytes'], record['durable']['seconds'])))
+
+        # The host loses the cached memory image: the revert fetches it.
+        guest.write_file('/mnt/vda/after.bin')
+        guest.wait_for_tick(after=ticks[1] + 10, timeout=180)
+        os.unlink(self.cached(server, snap, 'memory.save'))
+        offset = guest.console_size()
+        base.cli('server', 'snapshot', 'revert', '--wait', server.id, snap,
+                 as_json=False)
+        guest = self.guest(server.id)
+        resumed = guest.resumed_tick(offset)
+        self.assertIsNotNone(resumed, 'no TICK after the revert')
+        self.assertGreaterEqual(resumed, ticks[0] - 1)
+        self.assertLessEqual(resumed, ticks[1] + 3)
+        guest.wait_for_agent()
+        self.assertEqual(before, guest.sha256('/mnt/vda/before.bin'))
+        self.assertIsNone(guest.sha256('/mnt/vda/after.bin'))
+        with open(self.cached(server, snap, 'memory.save'), 'rb') as f:
+            self.assertEqual(record['memory']['sha256'],
+                             hashlib.sha256(f.read()).hexdigest())
+
+        base.cli('server', 'snapshot', 'delete', '--wait', snap,
+                 as_json=False)
+        self.assertRaises(openstack.exceptions.NotFoundException,
+                          self.admin.image.get_image, found.id)
+        self.assertEqual([], self.bundles_of(server))

@@ -202,19 +202,6 @@ class VolumeBackedTest(base.LifecycleMixin, base.VolumeMixin,
                        base.TestCase):
     """A server booted from a snapext volume."""
 
-    def boot_from_volume(self, name):
-        image = self.demo.image.find_image(base.IMAGE, ignore_missing=False)
-        root = self.demo.block_storage.create_volume(
-            name=base.unique_name('root'), size=1, volume_type='snapext',
-            image_id=image.id)
-        self.addCleanup(self._delete_volume, root.id)
-        self.wait_volume(root.id, 'available')
-        server = base.cli('server', 'create', '--volume', root.id,
-                          '--flavor', base.FLAVOR, '--nic', 'none',
-                          '--wait', name)
-        self.addCleanup(self.delete_server, server['id'])
-        return self.demo.compute.get_server(server['id'])
-
     def test_full_snapshot_survives_actions_and_resumes_elsewhere(self):
         server = self.boot_from_volume(base.unique_name('bfv'))
         guest = self.running_guest(server.id)

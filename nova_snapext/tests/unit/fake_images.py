@@ -46,6 +46,10 @@ class FakeImageAPI(object):
 
     def update(self, context, image_id, meta, data=None, purge_props=False):
         image = self.images[image_id]
+        if data is None:
+            # metadata only (snapext never purges properties)
+            image['properties'].update(meta.get('properties', {}))
+            return self.get(context, image_id)
         if image['status'] != 'queued':
             raise nova_exception.ImageBadRequest(image_id=image_id,
                                                  response='not queued')

@@ -147,8 +147,15 @@ class GlanceStoreTest(testtools.TestCase):
         parent = self.durable(_record('s1'))
         child = self.durable(_record('s2', 's1'), since='s1')
         self.store.delete('s1', context=CONTEXT)
-        # the child's delta still reads the parent's bundle
+        # the child's delta still reads the parent's bundle, marked so that
+        # no host rebuilds the deleted snapshot from it
         self.assertEqual(set(child['durable']['chain']), self.live_images())
+        kept = self.api.images[parent['durable']['image_id']]
+        self.assertEqual('true', kept['properties']['snapext_deleted'])
+        self.assertRaises(exception.NotFound, self.store.find_bundle,
+                          CONTEXT, 's1')
+        self.assertEqual(child['durable']['image_id'],
+                         self.store.bundle_image(CONTEXT, 's2'))
         self.store.delete('s2', context=CONTEXT)
         self.assertEqual(set(), self.live_images())
         self.assertEqual(sorted(child['durable']['chain']),
@@ -161,6 +168,20 @@ class GlanceStoreTest(testtools.TestCase):
         self.store.delete('s2', context=CONTEXT)
         self.assertEqual({parent['durable']['image_id']},
                          self.live_images())
+        self.assertEqual(parent['durable']['image_id'],
+                         self.store.bundle_image(CONTEXT, 's1'))
+
+    def test_a_kept_bundle_glance_will_not_mark_is_logged(self):
+        self.durable(_record('s1'))
+        self.durable(_record('s2', 's1'), since='s1')
+
+        def refuse(context, image_id, meta, data=None, purge_props=False):
+            raise RuntimeError('glance said no')
+        self.api.update = refuse
+        logged = self.useFixture(fixtures.FakeLogger())
+        self.store.delete('s1', context=CONTEXT)
+        self.assertRaises(exception.NotFound, self.store.get, 's1')
+        self.assertIn('not marked deleted (glance said no)', logged.output)
 
     def test_forget_deletes_every_bundle_of_the_instance(self):
         self.durable(_record('s1'))
@@ -195,6 +216,8 @@ class GlanceStoreTest(testtools.TestCase):
         self.break_record(parent)
         self.store.delete_broken(parent['instance_uuid'], 's1')
         self.assertEqual(set(child['durable']['chain']), self.live_images())
+        self.assertRaises(exception.NotFound, self.store.find_bundle,
+                          CONTEXT, 's1')
 
     def test_images_to_drop_follows_whole_chains(self):
         a = {'durable': {'chain': ['A']}}
@@ -364,3 +387,65 @@ class DurableEngineTest(test_bundle.BundleFixture):
             self.src.store.get('s2'), 'memory.save')))
         self.assertEqual(redone[1]['chain'], self.src.resumable(
             's2', CONTEXT)['durable']['chain'])
+
+    # -- a cache entry lost altogether (the agent's get) --
+
+    def lose(self, snapshot_id):
+        """Remove a snapshot's whole cache entry; count the downloads."""
+        record = self.src.store.get(snapshot_id)
+        shutil.rmtree(os.path.dirname(
+            self.src.store.local_path(record, 'manifest.json')))
+        self.downloads = []
+        download = self.api.download
+
+        def counted(context, image_id):
+            self.downloads.append(image_id)
+            return download(context, image_id)
+        self.api.download = counted
+        return record
+
+    def runs_here(self, *uuids):
+        self.useFixture(fixtures.MockPatchObject(
+            self.src, '_guest_or_none',
+            lambda uuid: object() if uuid in uuids else None))
+
+    def test_a_lost_record_is_rebuilt_where_its_instance_runs(self):
+        self.src.make_durable('s1', CONTEXT)
+        record = self.lose('s1')
+        self.runs_here(record['instance_uuid'])
+        got = self.src.rebuild_lost('s1', CONTEXT)
+        self.assertEqual(got, self.src.store.get('s1'))
+        self.assertEqual(record['durable']['image_id'],
+                         got['durable']['image_id'])
+        self.assertEqual([record['durable']['image_id']], self.downloads)
+        self.assertEqual('ok', self.src.verify('s1')['result'])
+        # a second request finds it in the cache: no second download
+        self.assertEqual(self.src.store.get('s1'),
+                         self.src._fetch(CONTEXT, 's1', None, 'again'))
+        self.assertEqual(1, len(self.downloads))
+
+    def test_another_host_answers_not_found_without_a_download(self):
+        self.src.make_durable('s1', CONTEXT)
+        record = self.lose('s1')
+        self.runs_here()
+        err = self.assertRaises(exception.NotFound, self.src.rebuild_lost,
+                                's1', CONTEXT)
+        self.assertIn(record['instance_uuid'], str(err))
+        self.assertEqual([], self.downloads)
+        self.assertRaises(exception.NotFound, self.src.store.get, 's1')
+
+    def test_a_snapshot_glance_never_had_is_not_found(self):
+        self.runs_here()
+        self.assertRaises(exception.NotFound, self.src.rebuild_lost,
+                          'nowhere', CONTEXT)
+        # the file store keeps nothing to rebuild from
+        self.assertRaises(exception.NotFound, self.dst.rebuild_lost, 's1',
+                          CONTEXT)
+
+    def test_glance_failing_to_answer_is_not_a_not_found(self):
+        def broken(context, filters):
+            raise RuntimeError('glance is down')
+        self.api.get_all = broken
+        err = self.assertRaises(exception.ImageTransferFailed,
+                                self.src.rebuild_lost, 's1', CONTEXT)
+        self.assertIn('glance is down', str(err))

@@ -75,6 +75,10 @@ class FakeEngine(object):
         self.digests_done = threading.Event()
         self.unavailable = {}
         self.trees = []
+        # what rebuild_lost answers (None: NotFound), and its calls
+        self.lost = None
+        self.rebuilt = []
+        self.made_durable = []
 
     def domain(self, ident):
         try:
@@ -107,6 +111,18 @@ class FakeEngine(object):
 
     def resumable(self, snapshot_id, context=None):
         return self.store.get(snapshot_id)
+
+    def make_durable(self, snapshot_id, context, notify=None):
+        self.made_durable.append((snapshot_id, context))
+        notify(42)
+        return {'image_id': 'bundle-' + snapshot_id, 'bytes': 42}
+
+    def rebuild_lost(self, snapshot_id, context):
+        # a store that keeps no bundles: lost is lost
+        self.rebuilt.append((snapshot_id, context))
+        if self.lost is None:
+            raise exception.NotFound('snapshot %s not found' % snapshot_id)
+        return self.lost
 
     def record_digests(self, snapshot_id):
         self.digested.append(snapshot_id)
@@ -292,6 +308,59 @@ class RpcOverFakeDriverTest(testtools.TestCase):
             self.assertIs(type(error), type(e))
         self.assertEqual(('s1', 'uuid-a', 'not JSON'),
                          (e.snapshot_id, e.instance_uuid, e.reason))
+
+    def test_get_rebuilds_a_lost_record_with_the_callers_context(self):
+        record = fakes.record('s1', instance_uuid='uuid-a')
+        self.engine.store.get.side_effect = exception.NotFound('not cached')
+        self.engine.lost = record
+        answer = self.api.get({'project_id': 'p1', 'auth_token': 't'},
+                              'host1', 's1')
+        self.assertEqual(record, answer['manifest'])
+        [(snapshot_id, ctxt)] = self.engine.rebuilt
+        self.assertEqual(('s1', 'p1', 't'), (snapshot_id, ctxt['project_id'],
+                                             ctxt['auth_token']))
+
+    def _volume_record(self, cinder_snapshot_id):
+        record = fakes.record('s1', instance_uuid='uuid-a')
+        record['disks'][0].update(volume_id='vol-1',
+                                  cinder_snapshot_id=cinder_snapshot_id)
+        self.engine.store.get.side_effect = {'s1': record}.get
+
+    def test_make_durable_once_cinder_adopted(self):
+        self.engine.store.keeps_bundles = True
+        self._volume_record('csnap-1')
+        answer = self.api.make_durable({'project_id': 'p1'}, 'host1',
+                                       {'snapshot_id': 's1',
+                                        'adopted': ['vol-1']})
+        self.assertEqual('bundle-s1', answer['durable']['image_id'])
+        [(snapshot_id, ctxt)] = self.engine.made_durable
+        self.assertEqual(('s1', 'p1'), (snapshot_id, ctxt['project_id']))
+
+    def test_make_durable_refuses_a_state_cinder_did_not_adopt(self):
+        self.conf.set_override('rpc_timeout', 1, 'snapext')
+        self.addCleanup(self.conf.clear_override, 'rpc_timeout', 'snapext')
+        self.engine.store.keeps_bundles = True
+        self._volume_record(None)
+        err = self.assertRaises(exception.Conflict, self.api.make_durable,
+                                {}, 'host1', {'snapshot_id': 's1',
+                                              'adopted': ['vol-1']})
+        self.assertIn('did not adopt the state of volume vol-1', str(err))
+        self.assertEqual([], self.engine.made_durable)
+
+    def test_make_durable_with_a_store_that_keeps_no_bundles(self):
+        self.engine.store.keeps_bundles = False
+        answer = self.api.make_durable({}, 'host1', {'snapshot_id': 's1'})
+        self.assertIsNone(answer['durable'])
+        self.assertEqual([], self.engine.made_durable)
+
+    def test_make_durable_is_not_sent_below_2_4(self):
+        self.conf.set_override('agent_version_cap', '2.3', 'snapext')
+        self.addCleanup(self.conf.clear_override, 'agent_version_cap',
+                        'snapext')
+        old = api.AgentAPI(self.conf, transport=self.service._transport)
+        self.assertIsNone(old.make_durable({}, 'host1',
+                                           {'snapshot_id': 's1'}))
+        self.assertEqual([], self.engine.made_durable)
 
     def test_tree_carries_the_records(self):
         answer = self.api.tree({}, 'host1', 'uuid-a')

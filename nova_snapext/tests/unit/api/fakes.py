@@ -147,6 +147,8 @@ class Agent(object):
         self.unavailable = {}
         # called(method, spec) inside capture, revert and delete
         self.during = None
+        # make_durable's answer (None: the store keeps no bundles)
+        self.durable = None
         self._ids = ('snap-%d' % i for i in itertools.count(1))
 
     def _enter(self, method, ctxt, host, arg):
@@ -210,6 +212,12 @@ class Agent(object):
             return [], []
         return (self.store.list(instance_uuid),
                 self.store.broken(instance_uuid))
+
+    def make_durable(self, ctxt, host, spec):
+        self._enter('make_durable', ctxt, host, spec)
+        if self.during is not None:
+            self.during('make_durable', spec)
+        return {'snapshot_id': spec['snapshot_id'], 'durable': self.durable}
 
     def get(self, ctxt, host, snapshot_id, timeout=None):
         self._enter('get', ctxt, host, snapshot_id)

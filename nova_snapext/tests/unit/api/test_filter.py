@@ -686,8 +686,13 @@ class CreateImageTest(FilterTestCase):
         self.assertIn(HEADER, resp.headers.getall('Vary'))
         self.assertEqual([], self.nova.requests)
 
-        [(method, host, spec)] = self.agent.calls
+        [(method, host, spec), durable] = self.agent.calls
         self.assertEqual(('capture', 'compute1'), (method, host))
+        # once Cinder's snapshots adopt the volume states (file store
+        # here: no bundle, and no property linking one)
+        self.assertEqual(('make_durable', 'compute1',
+                          {'snapshot_id': 'snap-1',
+                           'adopted': ['vol-data', 'vol-root']}), durable)
         self.assertTrue(spec['memory'])
         self.assertEqual('preferred', spec['quiesce'])
         self.assertEqual({'vda': {'role': 'root', 'volume_id': 'vol-root'},
@@ -707,6 +712,7 @@ class CreateImageTest(FilterTestCase):
         self.assertEqual('file://compute1/snap-1/memory.save',
                          props['snapext_memory'])
         self.assertEqual('vdb=vol-data', props['snapext_volumes'])
+        self.assertNotIn('snapext_bundle', props)
         self.assertEqual('test', props['purpose'])
         self.assertEqual('/dev/vda', props['root_device_name'])
         self.assertTrue(props['bdm_v2'])
@@ -736,7 +742,8 @@ class CreateImageTest(FilterTestCase):
             self.db.states.get(self.server.uuid))
         resp = self.create_image()
         self.assertEqual(202, resp.status_int, resp.text)
-        self.assertEqual(['image_snapshot'], seen)
+        # the capture and the bundle's upload
+        self.assertEqual(['image_snapshot'] * 2, seen)
         self.assertIsNone(self.db.states[self.server.uuid])
         self.assertEqual(
             [(self.server.uuid, 'image_snapshot', [None]),
@@ -765,6 +772,35 @@ class CreateImageTest(FilterTestCase):
         self.assertEqual({}, self.images.images)
         self.assertEqual([], self.store.list(self.server.uuid))
         self.assertIsNone(self.db.states[self.server.uuid])
+
+    def test_the_image_links_the_bundle(self):
+        self.agent.durable = {'image_id': 'bundle-1', 'since': None,
+                              'chain': ['bundle-1'], 'bytes': 42,
+                              'seconds': 0.1}
+        resp = self.create_image()
+        props = self.images.images[resp.json_body['image_id']]['properties']
+        self.assertEqual('bundle-1', props['snapext_bundle'])
+
+    def test_failed_upload_drops_the_record_and_makes_no_image(self):
+        # The agent's upload failed; it deleted its bundle image itself.
+        def fail(method, spec):
+            if method == 'make_durable':
+                raise exception.ImageTransferFailed('Glance refused')
+        self.agent.during = fail
+        resp = self.create_image()
+        self.assertEqual(500, resp.status_int)
+        self.assertEqual(['capture', 'make_durable', 'delete'],
+                         self.agent_actions())
+        self.assertEqual({}, self.images.images)
+        self.assertEqual([], self.store.list(self.server.uuid))
+        self.assertIsNone(self.db.states[self.server.uuid])
+
+    def test_an_agent_older_than_2_4_makes_no_bundle(self):
+        self.agent.make_durable = lambda ctxt, host, spec: None
+        resp = self.create_image()
+        self.assertEqual(202, resp.status_int)
+        props = self.images.images[resp.json_body['image_id']]['properties']
+        self.assertNotIn('snapext_bundle', props)
 
     def test_before_2_45_the_image_is_in_location(self):
         resp = self.create_image(version='2.1')
@@ -807,7 +843,8 @@ class CreateImageTest(FilterTestCase):
         self.assertEqual({'nova': True}, resp.json_body)
         resp = self.create_image(metadata={'snapext_full': 'True'})
         self.assertEqual(202, resp.status_int)
-        self.assertEqual(['capture'], self.agent_actions())
+        self.assertEqual(['capture', 'make_durable'],
+                         self.agent_actions())
 
     def test_unreadable_snapext_full_is_the_default_as_in_the_driver(self):
         resp = self.create_image(metadata={'snapext_full': 'maybe'})
@@ -815,7 +852,8 @@ class CreateImageTest(FilterTestCase):
         self.flags.config(full_snapshot_default=False, group='snapext')
         resp = self.create_image(metadata={'snapext_full': 'maybe'})
         self.assertEqual({'nova': True}, resp.json_body)
-        self.assertEqual(['capture'], self.agent_actions())
+        self.assertEqual(['capture', 'make_durable'],
+                         self.agent_actions())
 
     def test_the_servers_image_can_ask_for_full_snapshots(self):
         self.flags.config(full_snapshot_default=False, group='snapext')
@@ -865,7 +903,7 @@ class CreateImageTest(FilterTestCase):
             image_id='x', response='no room')
         resp = self.create_image()
         self.assertFault(resp, 400, 'badRequest', 'no room')
-        self.assertEqual(['capture', 'delete'],
+        self.assertEqual(['capture', 'make_durable', 'delete'],
                          self.agent_actions())
         self.assertEqual([], self.store.list(self.server.uuid))
 
