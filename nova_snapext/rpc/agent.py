@@ -750,12 +750,18 @@ class AgentService(object):
                          daemon=True).start()
 
     def stop(self):
-        """Stop serving, wait for running requests, thaw what we froze."""
-        if self._listener is not None:
-            self._listener.stop()
-            self._listener = None
-        if self._server is not None:
-            self._server.stop()
-            self._server.wait()
-            self._server = None
-        self.endpoint._thaw_all()
+        """Stop serving, wait for running requests, thaw what we froze.
+
+        The thaw comes whatever stopping the servers raised: a guest must
+        never stay frozen because a listener failed to stop.
+        """
+        try:
+            if self._listener is not None:
+                self._listener.stop()
+                self._listener = None
+            if self._server is not None:
+                self._server.stop()
+                self._server.wait()
+                self._server = None
+        finally:
+            self.endpoint._thaw_all()

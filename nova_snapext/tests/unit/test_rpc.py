@@ -272,6 +272,15 @@ class RpcOverFakeDriverTest(testtools.TestCase):
         self.service.stop()
         self.assertFalse(self.a.frozen)
 
+    def test_stop_thaws_even_when_the_listener_fails_to_stop(self):
+        self.api.freeze({}, 'host1', ['a'], 5000)
+        listener = self.service._listener
+        stop = listener.stop
+        listener.stop = mock.Mock(side_effect=[RuntimeError('stuck'), None])
+        self.addCleanup(stop)
+        self.assertRaises(RuntimeError, self.service.stop)
+        self.assertFalse(self.a.frozen)
+
     def test_freeze_timeout_capped(self):
         self.conf.set_override('max_freeze_ms', 1000, 'snapext')
         self.assertEqual(1000, self.api.freeze({}, 'host1', ['a'],
