@@ -229,6 +229,32 @@ class TestCase(testtools.TestCase):
         self.assertEqual('full', image['properties']['snapext_kind'])
         return image, (low, high)
 
+    def revert_to(self, server_id, snapshot_id, ticks, kept=None, gone=()):
+        """Revert through the CLI; the guest resumed inside the capture.
+
+        :param ticks: (tick before, tick after) the capture
+        :param kept: {path in the guest: sha256} it must hold again
+        :param gone: paths written after the snapshot, absent again
+        :returns: the reverted server's guest
+        """
+        offset = self.guest(server_id).console_size()
+        cli('server', 'snapshot', 'revert', '--wait', server_id, snapshot_id,
+            as_json=False)
+        guest = self.guest(server_id)
+        resumed = guest.resumed_tick(offset)
+        self.assertIsNotNone(resumed, 'no TICK after the revert to %s'
+                             % snapshot_id)
+        low, high = ticks
+        self.assertTrue(low - 1 <= resumed <= high + 3,
+                        'counter resumed at %d, the snapshot was taken '
+                        'between ticks %d and %d' % (resumed, low, high))
+        guest.wait_for_agent()
+        for path, sha256 in (kept or {}).items():
+            self.assertEqual(sha256, guest.sha256(path), path)
+        for path in gone:
+            self.assertIsNone(guest.sha256(path), path)
+        return guest
+
     def wait_image(self, image_id, timeout=300):
         image = self.demo.image.get_image(image_id)
         return self.demo.image.wait_for_status(image, 'active',
@@ -483,21 +509,11 @@ class LifecycleMixin(object):
 
     def assertRevertable(self, server_id, s):
         """Both snapshots revert through the CLI, proven in the guest."""
-        guest = self.guest(server_id)
-        low, high = s.full_ticks
         # After a reboot the counter starts again from 0: let it pass the
         # snapshot's, so that the restored counter drops back visibly.
-        guest.wait_for_tick(after=high + 10, timeout=180)
-        offset = guest.console_size()
-        cli('server', 'snapshot', 'revert', '--wait', server_id, s.full,
-            as_json=False)
-        guest = self.guest(server_id)
-        resumed = guest.resumed_tick(offset)
-        self.assertIsNotNone(resumed, 'no TICK after the revert')
-        self.assertTrue(low - 1 <= resumed <= high + 3,
-                        'counter resumed at %d, the snapshot was taken '
-                        'between ticks %d and %d' % (resumed, low, high))
-        guest.wait_for_agent()
+        self.guest(server_id).wait_for_tick(after=s.full_ticks[1] + 10,
+                                            timeout=180)
+        guest = self.revert_to(server_id, s.full, s.full_ticks)
         self.assertKept(guest, s, 'the full revert', ['before-full'])
         self.assertAbsent(guest, s, ['before-disks', 'after'],
                           'the full revert')

@@ -119,16 +119,9 @@ class ApiWithoutStoreTest(base.TestCase):
         # Revert, proven from inside the guest: memory and disk as at the
         # first snapshot.
         guest.wait_for_tick(after=tick_after + 5, timeout=120)
-        offset = guest.console_size()
-        base.cli('server', 'snapshot', 'revert', '--wait', server.id, named,
-                 as_json=False)
-        resumed = guest.resumed_tick(offset)
-        self.assertIsNotNone(resumed, 'no TICK after the revert')
-        self.assertGreaterEqual(resumed, tick_before)
-        self.assertLessEqual(resumed, tick_after + 2)
-        guest.wait_for_agent()
-        self.assertEqual(before, guest.sha256('/mnt/vda/before.bin'))
-        self.assertIsNone(guest.sha256('/mnt/vda/after.bin'))
+        self.revert_to(server.id, named, (tick_before, tick_after),
+                       kept={'/mnt/vda/before.bin': before},
+                       gone=['/mnt/vda/after.bin'])
 
         # Delete the snapshot no image names, then the named one (which
         # takes its image along).

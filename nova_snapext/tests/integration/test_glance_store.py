@@ -28,7 +28,6 @@ from testtools import content
 from nova_snapext import bundle
 from nova_snapext.tests.integration import base
 
-STORE = os.path.join(base.DATA, 'snapext')
 MIB = 1 << 20
 WRITTEN_MIB = 8
 
@@ -80,9 +79,6 @@ class GlanceStoreTest(base.VolumeMixin, base.TestCase):
     def members(index):
         return {m['name']: m for m in index['members']}
 
-    def cached(self, server, snap_id, name='manifest.json'):
-        return os.path.join(STORE, server.id, snap_id, name)
-
     def test_snapshots_outlive_the_local_copy(self):
         server, guest = self.boot(base.unique_name('durable'))
         before = guest.write_file('/mnt/vda/before.bin')
@@ -92,7 +88,7 @@ class GlanceStoreTest(base.VolumeMixin, base.TestCase):
         snap1 = image1['properties']['snapext_manifest']
         bundle1, index1 = self.bundle_of(image1)
         self.assertIsNone(index1['since'])
-        with open(self.cached(server, snap1)) as f:
+        with open(base.cached(server.id, snap1)) as f:
             record1 = json.load(f)
         self.assertEqual(bundle1.id, record1['durable']['image_id'])
         memory1 = self.members(index1)[bundle.MEMORY]
@@ -117,18 +113,11 @@ class GlanceStoreTest(base.VolumeMixin, base.TestCase):
 
         # The host loses its cached memory image of the first snapshot:
         # the revert through the API fetches it from Glance.
-        os.unlink(self.cached(server, snap1, 'memory.save'))
-        offset = guest.console_size()
-        base.cli('server', 'snapshot', 'revert', '--wait', server.id, snap1,
-                 as_json=False)
-        resumed = guest.resumed_tick(offset)
-        self.assertIsNotNone(resumed, 'no TICK after the revert')
-        self.assertGreaterEqual(resumed, ticks1[0])
-        self.assertLessEqual(resumed, ticks1[1] + 2)
-        guest.wait_for_agent()
-        self.assertEqual(before, guest.sha256('/mnt/vda/before.bin'))
-        self.assertIsNone(guest.sha256('/mnt/vda/after.bin'))
-        with open(self.cached(server, snap1, 'memory.save'), 'rb') as f:
+        os.unlink(base.cached(server.id, snap1, 'memory.save'))
+        guest = self.revert_to(server.id, snap1, ticks1,
+                               kept={'/mnt/vda/before.bin': before},
+                               gone=['/mnt/vda/after.bin'])
+        with open(base.cached(server.id, snap1, 'memory.save'), 'rb') as f:
             self.assertEqual(record1['memory']['sha256'],
                              hashlib.sha256(f.read()).hexdigest())
 
@@ -137,7 +126,7 @@ class GlanceStoreTest(base.VolumeMixin, base.TestCase):
         # entry from the bundle), and a revert to it works.
         guest.write_file('/mnt/vda/later.bin')
         guest.wait_for_tick(after=ticks1[1] + 10, timeout=180)
-        shutil.rmtree(os.path.dirname(self.cached(server, snap1)))
+        shutil.rmtree(os.path.dirname(base.cached(server.id, snap1)))
         started = time.monotonic()
         shown = base.cli('server', 'snapshot', 'show', snap1)
         fetch_seconds = time.monotonic() - started
@@ -147,28 +136,21 @@ class GlanceStoreTest(base.VolumeMixin, base.TestCase):
             % (fetch_seconds, bundle1.size, memory1['bytes'])))
         self.assertEqual((snap1, server.id, 'available'),
                          (shown['id'], shown['server_id'], shown['state']))
-        self.assertTrue(os.path.exists(self.cached(server, snap1,
+        self.assertTrue(os.path.exists(base.cached(server.id, snap1,
                                                    'memory.save')))
         listed = {n['ID']: n for n in base.cli('server', 'snapshot', 'list',
                                                server.id)}
         self.assertEqual('available', listed[snap1]['State'])
         self.assertEqual(snap1, listed[image2['properties'][
             'snapext_manifest']]['Parent'])
-        offset = guest.console_size()
-        base.cli('server', 'snapshot', 'revert', '--wait', server.id, snap1,
-                 as_json=False)
-        resumed = guest.resumed_tick(offset)
-        self.assertIsNotNone(resumed, 'no TICK after the second revert')
-        self.assertGreaterEqual(resumed, ticks1[0])
-        self.assertLessEqual(resumed, ticks1[1] + 2)
-        guest.wait_for_agent()
-        self.assertEqual(before, guest.sha256('/mnt/vda/before.bin'))
-        self.assertIsNone(guest.sha256('/mnt/vda/later.bin'))
-        self.assertIsNone(guest.sha256('/mnt/vda/after.bin'))
+        guest = self.revert_to(server.id, snap1, ticks1,
+                               kept={'/mnt/vda/before.bin': before},
+                               gone=['/mnt/vda/later.bin',
+                                     '/mnt/vda/after.bin'])
 
         # Gone again: a server booted from the first snapshot's image
         # still resumes its memory, from what the bundle holds.
-        shutil.rmtree(os.path.dirname(self.cached(server, snap1)))
+        shutil.rmtree(os.path.dirname(base.cached(server.id, snap1)))
         clone, clone_guest = self.boot(base.unique_name('durable-clone'),
                                        image=image1['id'])
         first = clone_guest.ticks()[0][0]
@@ -176,7 +158,7 @@ class GlanceStoreTest(base.VolumeMixin, base.TestCase):
         self.assertLessEqual(first, ticks1[1] + 2)
         self.assertEqual(before, clone_guest.sha256('/mnt/vda/before.bin'))
         self.assertIsNone(clone_guest.sha256('/mnt/vda/after.bin'))
-        self.assertTrue(os.path.exists(self.cached(server, snap1)))
+        self.assertTrue(os.path.exists(base.cached(server.id, snap1)))
 
         # Deleting the first snapshot keeps its bundle: the second's delta
         # sits on it; deleting the second then takes both.
@@ -211,7 +193,7 @@ class GlanceStoreTest(base.VolumeMixin, base.TestCase):
         snap = image['properties']['snapext_manifest']
         found, index = self.bundle_of(image)
         self.assertEqual(server.id, found.properties['snapext_instance'])
-        with open(self.cached(server, snap)) as f:
+        with open(base.cached(server.id, snap)) as f:
             record = json.load(f)
         self.assertEqual(found.id, record['durable']['image_id'])
         # made once Cinder adopted the root volume's state (the agent waits
@@ -228,19 +210,11 @@ class GlanceStoreTest(base.VolumeMixin, base.TestCase):
         # The host loses the cached memory image: the revert fetches it.
         guest.write_file('/mnt/vda/after.bin')
         guest.wait_for_tick(after=ticks[1] + 10, timeout=180)
-        os.unlink(self.cached(server, snap, 'memory.save'))
-        offset = guest.console_size()
-        base.cli('server', 'snapshot', 'revert', '--wait', server.id, snap,
-                 as_json=False)
-        guest = self.guest(server.id)
-        resumed = guest.resumed_tick(offset)
-        self.assertIsNotNone(resumed, 'no TICK after the revert')
-        self.assertGreaterEqual(resumed, ticks[0] - 1)
-        self.assertLessEqual(resumed, ticks[1] + 3)
-        guest.wait_for_agent()
-        self.assertEqual(before, guest.sha256('/mnt/vda/before.bin'))
-        self.assertIsNone(guest.sha256('/mnt/vda/after.bin'))
-        with open(self.cached(server, snap, 'memory.save'), 'rb') as f:
+        os.unlink(base.cached(server.id, snap, 'memory.save'))
+        self.revert_to(server.id, snap, ticks,
+                       kept={'/mnt/vda/before.bin': before},
+                       gone=['/mnt/vda/after.bin'])
+        with open(base.cached(server.id, snap, 'memory.save'), 'rb') as f:
             self.assertEqual(record['memory']['sha256'],
                              hashlib.sha256(f.read()).hexdigest())
 
