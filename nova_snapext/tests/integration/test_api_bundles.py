@@ -6,8 +6,8 @@ to bad requests, and the proof from inside the guest booted from the
 imported snapshot: its RAM counter continues from the snapshot's and a file
 written before the snapshot is there with its sha256.  A bundle imported
 back with ``--server`` after its snapshot was deleted reverts that server:
-memory and disks, its other snapshots kept, and Nova's stop/start keeps
-the reverted data (it is in the files Nova names).
+memory and disks, its other snapshots kept, and Nova's stop/start and
+hard reboot keep the reverted data (it is in the files Nova names).
 """
 
 import http.client
@@ -32,7 +32,7 @@ V13 = 'instance-snapshot 1.3'
 CHUNK = 1 << 20
 
 
-class BundleTest(base.TestCase):
+class BundleTest(base.LifecycleMixin, base.TestCase):
 
     def setUp(self):
         super().setUp()
@@ -399,6 +399,10 @@ class BundleTest(base.TestCase):
         guest = self.start(server)
         self.assertGuestHolds(guest, early, before)
         self.assertEqual(disks, self._disk_files(server))
+        base.cli('server', 'reboot', '--hard', '--wait', server.id,
+                 as_json=False)
+        guest = self.running_guest(server.id)
+        self.assertGuestHolds(guest, early, before)
 
     def assertGuestHolds(self, guest, early, before):
         self.assertEqual(early, guest.sha256('/mnt/vda/early.bin'))
