@@ -136,8 +136,14 @@ class Engine(take.TakeOps, restore.RestoreOps, revert.RevertOps,
     def _unavailable_reason(self, record, guest):
         current = ({d.target: d.path for d in guest.disks()}
                    if guest is not None else None)
+        sizes = None
+        if record.get('imported') and current is not None:
+            # its states are written into these files: sizes must match
+            sizes = {target: qemu_img.virtual_size(path)
+                     for target, path in current.items()}
         return states.unavailable_reason(
-            record, current, self._held(d['path'] for d in record['disks']))
+            record, current, self._held(d['path'] for d in record['disks']),
+            sizes)
 
     # -- queries --
 

@@ -101,6 +101,18 @@ def commit(top, base):
     _run('commit', '-q', '-d', '-b', base, top)
 
 
+def write_state(src, snapshot, dest):
+    """Write ``src``'s internal snapshot over all the guest data of ``dest``.
+
+    ``dest`` is an existing qcow2 of the same virtual size: with -n it keeps
+    its header (backing file, size) and its own internal snapshots; every
+    guest byte reads as the state's afterwards (zeros written as zeros,
+    whatever the backing file holds).  The file must not be in use.
+    """
+    _run('convert', '-n', '-U', '-O', 'qcow2', '-l',
+         'snapshot.name=%s' % snapshot, src, dest)
+
+
 def virtual_size(path):
     return info(path)['virtual-size']
 

@@ -9,6 +9,7 @@ from nova_snapext.capture import domain_xml
 from nova_snapext.capture import progress
 from nova_snapext.capture import qemu_img
 from nova_snapext.capture import quiesce
+from nova_snapext.capture import revert_plan
 from nova_snapext.capture import save_image
 from nova_snapext import exception
 from nova_snapext import manifest as manifest_mod
@@ -54,26 +55,29 @@ class RestoreOps(object):
         # Every artifact the revert resumes from (memory image, disk
         # states) is verified before anything is stopped.
         record, memory_file = self._verified_resumable(record, context)
+        files = revert_plan.revert_files(
+            record, {d.target: d.path for d in guest.disks()})
         restore_xml = None
         if full:
             # Readable by libvirt (header and XML) as well as intact.
-            restore_xml = self._restore_xml(record, memory_file)
+            restore_xml = self._restore_xml(memory_file, files)
         self._report('revert-planned', snapshot=record['id'],
                      domain=guest.name)
-        self._run_revert(guest, record, memory_file, restore_xml, started)
+        self._run_revert(guest, record, files, memory_file, restore_xml,
+                         started)
 
-    def _restore_xml(self, record, memory_file):
+    def _restore_xml(self, memory_file, files):
         """The image's own XML, to restore it in place.
 
-        Each disk on the file the record names (the same file, except for a
-        snapshot migrated from the external-overlay layout, whose image
-        names an old overlay) and the console logs appending to the
-        server's history.
+        Each disk on the file the revert leaves it on
+        (:func:`revert_plan.revert_files`: the file the record names, which
+        differs from the image's for a snapshot migrated from the
+        external-overlay layout; the instance's own for an imported one)
+        and the console logs appending to the server's history.
         """
         return domain_xml.with_disk_sources(
             domain_xml.with_console_appended(
-                self.host.saved_xml(memory_file)),
-            {d['target']: d['path'] for d in record['disks']})
+                self.host.saved_xml(memory_file)), files)
 
     def clone(self, snapshot_id, name, uuid, disk_sources, path_moves=None,
               xml_edit=None, paused=False, before_start=None, context=None,

@@ -40,18 +40,20 @@ class RevertOps(object):
 
     # -- a revert --
 
-    def _run_revert(self, guest, record, memory_file, restore_xml, started):
+    def _run_revert(self, guest, record, files, memory_file, restore_xml,
+                    started):
         """Revert ``guest`` to ``record``, everything verified already.
 
+        :param files: :func:`revert_plan.revert_files`
         :raises RevertFailed: a step failed; the guest is given back as
             it was before (see :func:`revert_plan.plan_failure`) and the
             message says how
         """
-        paths = [d['path'] for d in record['disks']]
+        paths = [files[d['target']] for d in record['disks']]
         running = guest.is_active()
         journal = journal_mod.new(
             self.conf, self.store, record,
-            states.undo_name(uuidutils.generate_uuid()[:8]), paths,
+            states.undo_name(uuidutils.generate_uuid()[:8]), files,
             {path: qemu_img.virtual_size(path) for path in paths},
             running, running and guest.is_paused())
         timings = {}
@@ -103,8 +105,13 @@ class RevertOps(object):
                 if journal['undo'] not in qemu_img.snapshot_names(path):
                     qemu_img.snapshot_create(path, journal['undo'])
         elif phase == plan_mod.APPLY:
-            for disk in record['disks']:
-                qemu_img.snapshot_apply(disk['path'], disk['snapshot'])
+            for step in plan_mod.plan_apply(record,
+                                            journal_mod.files(journal,
+                                                              record)):
+                if isinstance(step, plan_mod.WriteState):
+                    qemu_img.write_state(*step)
+                else:
+                    qemu_img.snapshot_apply(*step)
             for path, size in states.sizes_to_keep(journal['sizes'], {
                     p: qemu_img.virtual_size(p)
                     for p in journal['paths']}).items():
@@ -114,17 +121,18 @@ class RevertOps(object):
         elif phase == plan_mod.RESTORE:
             if record['kind'] == manifest_mod.KIND_FULL:
                 if memory_file is None:
-                    memory_file, restore_xml = self._restore_source(record)
+                    memory_file, restore_xml = self._restore_source(
+                        record, journal_mod.files(journal, record))
                 self.host.restore(memory_file, restore_xml)
             elif journal['was_active']:
                 guest.create()
         elif phase == plan_mod.FINISH:
             self._finish_revert(record, journal, journal.get('recovered'))
 
-    def _restore_source(self, record):
+    def _restore_source(self, record, files):
         """(memory image, XML to restore it with), verified."""
         memory_file = self._verified_memory(record)
-        return memory_file, self._restore_xml(record, memory_file)
+        return memory_file, self._restore_xml(memory_file, files)
 
     def _finish_revert(self, record, journal, how=None):
         """The snapshot's guest runs: HEAD, thaw, drop the undo state."""

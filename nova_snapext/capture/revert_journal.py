@@ -30,15 +30,20 @@ def path(conf, store, instance_uuid):
     return os.path.join(directory(conf, store, instance_uuid), NAME)
 
 
-def new(conf, store, record, token, paths, sizes, was_active, was_paused):
-    """A journal for reverting to ``record`` (not written yet)."""
+def new(conf, store, record, token, files, sizes, was_active, was_paused):
+    """A journal for reverting to ``record`` (not written yet).
+
+    :param files: {target: file} each disk runs on once reverted (see
+        :func:`revert_plan.revert_files`); each keeps the undo state
+    """
     instance_uuid = record['instance_uuid']
     return {
         'snapshot_id': record['id'],
         'instance_uuid': instance_uuid,
         'phase': None,
         'undo': token,
-        'paths': paths,
+        'files': files,
+        'paths': [files[d['target']] for d in record['disks']],
         'sizes': sizes,
         'was_active': was_active,
         'was_paused': was_paused,
@@ -46,6 +51,16 @@ def new(conf, store, record, token, paths, sizes, was_active, was_paused):
                              '.revert-%s.save' % token.rsplit('-', 1)[-1]),
         'started_at': timeutils.utcnow().isoformat() + 'Z',
     }
+
+
+def files(journal, record):
+    """The journal's {target: file}.
+
+    A journal written before it named them (an older snapext) reverted to
+    a snapshot's own files.
+    """
+    return journal.get('files') or {d['target']: d['path']
+                                    for d in record['disks']}
 
 
 def write(conf, store, journal, phase):

@@ -12,7 +12,10 @@ nova-compute start) knows exactly what was done:
    ``destroy``.
 2. ``undo``: every disk keeps its pre-revert state as an internal
    snapshot.
-3. ``apply``: every disk gets the snapshot's state.
+3. ``apply``: every disk gets the snapshot's state: its own internal
+   snapshot applied, or, for a snapshot imported from a bundle (its states
+   are files in the store), the state written over the disk file's data
+   (:func:`plan_apply`).
 4. ``restore``: the snapshot's memory image is restored (a disk-only
    snapshot boots instead).
 5. ``finish``: the restored guest is thawed, HEAD moves, the undo state
@@ -68,6 +71,51 @@ Recovery = collections.namedtuple('Recovery', 'outcome steps why')
     undo state of disks that lack it) or the actions above
 :param why: one line for the log and the record's history
 """
+
+ApplyState = collections.namedtuple('ApplyState', 'path snapshot')
+"""The disk's file holds the state: it becomes the file's active state."""
+
+WriteState = collections.namedtuple('WriteState', 'source snapshot dest')
+"""An imported state (internal snapshot ``snapshot`` of the store file
+``source``) written over the guest data of the disk's file ``dest``."""
+
+
+def revert_files(record, current_paths):
+    """{target: file} each disk runs on once reverted to ``record``.
+
+    A snapshot's disks run on the files that hold its states.  An imported
+    snapshot's states are files in the store, not the instance's: its
+    disks stay on the files they run on now (those Nova and Cinder name),
+    which get the states written in.
+
+    :param current_paths: {target: file} of the instance's disks now
+    """
+    if record.get('imported'):
+        return {d['target']: current_paths[d['target']]
+                for d in record['disks']}
+    return {d['target']: d['path'] for d in record['disks']}
+
+
+def plan_apply(record, files):
+    """How each disk gets the snapshot's state (the ``apply`` phase).
+
+    Either step can run again after a crash: applying a state, or writing
+    all of one over a file's data, gives the same result every time (the
+    undo state keeps what the file held).
+
+    :param files: :func:`revert_files`
+    """
+    steps = []
+    for disk in record['disks']:
+        dest = files[disk['target']]
+        if not record.get('imported'):
+            steps.append(ApplyState(dest, disk['snapshot']))
+        elif dest == disk['path']:
+            raise ValueError('disk %s: the imported state is in %s, the '
+                             'file the disk runs on' % (disk['target'], dest))
+        else:
+            steps.append(WriteState(disk['path'], disk['snapshot'], dest))
+    return steps
 
 
 def plan_revert(running, keep_memory):

@@ -31,7 +31,7 @@ def undo_name(token):
     return UNDO_PREFIX + token
 
 
-def unavailable_reason(record, current_paths, held):
+def unavailable_reason(record, current_paths, held, current_sizes=None):
     """Why the snapshot cannot be reverted to now, or None.
 
     :param record: the snapshot's manifest; a ``partial`` one (some of the
@@ -40,6 +40,8 @@ def unavailable_reason(record, current_paths, held):
         None when the instance has no domain on this host
     :param held: {file: internal snapshot names in it} for the files of the
         record that exist; a missing file is absent
+    :param current_sizes: {target: virtual size} of the instance's disks
+        now; needed for an ``imported`` record only
     """
     status = record.get('status')
     if status:
@@ -61,11 +63,31 @@ def unavailable_reason(record, current_paths, held):
                 'attach or detach volumes to match'
                 % (', '.join(sorted(wanted)),
                    ', '.join(sorted(current_paths))))
+    if record.get('imported'):
+        return _unwritable_reason(record, current_sizes)
     for disk in record['disks']:
         if current_paths[disk['target']] != disk['path']:
             return ('disk %s now runs on %s; the snapshot\'s state is in %s'
                     % (disk['target'], current_paths[disk['target']],
                        disk['path']))
+    return None
+
+
+def _unwritable_reason(record, current_sizes):
+    """Why an imported snapshot's states cannot replace the disks' data.
+
+    Its states are files in the store; a revert writes each into the
+    instance's disk file as it is now (see :func:`revert_plan.plan_writes`),
+    which keeps the file Nova and Cinder name, its backing file, its size
+    and its own snapshots: so the sizes must match.
+    """
+    for disk in record['disks']:
+        size = current_sizes[disk['target']]
+        if size != disk['virtual_size']:
+            return ('disk %s is %d bytes now, its imported state %d: a '
+                    'revert writes the state into the disk as it is, so '
+                    'their sizes must match' % (
+                        disk['target'], size, disk['virtual_size']))
     return None
 
 

@@ -3,7 +3,11 @@
 A snapshot is exported with the ``snapext`` command (its peak RSS is
 measured), imported into an empty store and resumed as a new domain from
 the imported files; the proof is the counter and the files inside the
-clone.  A delta since an ancestor applies on the imported ancestor.
+clone.  A delta since an ancestor applies on the imported ancestor.  A
+bundle imported back on the host of the guest it was taken of, after the
+snapshot was deleted there, reverts that guest: its memory resumes, its
+states are written into the guest's own disk files, its other snapshots
+stay.
 """
 
 import os
@@ -12,18 +16,24 @@ import sys
 import time
 import uuid
 
+import libvirt
 from oslo_config import cfg
 import testtools
 
 from nova_snapext import bundle
+from nova_snapext.capture import domain_xml
 from nova_snapext.capture import engine as engine_mod
 from nova_snapext.capture import qemu_img
 from nova_snapext import conf as snapext_conf
+from nova_snapext import exception
 from nova_snapext.testing import guest as guest_mod
 from nova_snapext.tests.functional import base
 
 BEFORE = '/mnt/vdb/before.bin'
 WRITTEN = '/mnt/vdb/written.bin'
+EARLY = '/mnt/vdb/early.bin'
+LATE = '/mnt/vdb/late.bin'
+ROOT_FILE = '/mnt/vda/root.bin'
 N_MIB = 16
 MIB = 1 << 20
 
@@ -162,3 +172,108 @@ class BundleTest(base.GuestTestCase):
         self.assertLessEqual(first - tick2, 3)
         self.assertEqual(before, two.sha256(BEFORE))
         self.assertEqual(written, two.sha256(WRITTEN))
+
+    def assertFilesystemsClean(self):
+        """e2fsck -fn of every disk, read while the guest is frozen."""
+        g = self.guest
+        g.agent('guest-fsfreeze-freeze', timeout=30)
+        try:
+            copies = []
+            for disk in domain_xml.writable_disks(g.dom.XMLDesc(0)):
+                raw = os.path.join(self.workdir, '%s.raw' % disk.target)
+                subprocess.run(['qemu-img', 'convert', '-U', '-O', 'raw',
+                                disk.path, raw], check=True)
+                copies.append(raw)
+        finally:
+            g.agent('guest-fsfreeze-thaw', timeout=30)
+        for raw in copies:
+            done = subprocess.run(['e2fsck', '-fn', raw],
+                                  capture_output=True, text=True)
+            os.unlink(raw)
+            self.assertEqual(0, done.returncode, done.stdout + done.stderr)
+
+    def test_import_reverts_the_guest_it_came_from(self):
+        g = self.guest
+        files = os.listdir(g.workdir)
+        early = g.write_file(EARLY)
+        parent = self.engine.take(g.name, quiesce_policy='required')
+        before = g.write_file(BEFORE)
+        root = g.write_file(ROOT_FILE)
+        s, tick = self.take_noting_tick(quiesce_policy='required')
+        path = os.path.join(self.workdir, 's.bundle')
+        self._export(s['id'], path)
+        written = g.write_file(WRITTEN, mib=4)
+        rc, _, err = self.run_cli('delete', s['id'])
+        self.assertEqual(0, rc, err)
+        later = self.engine.take(g.name, quiesce_policy='required')
+        g.write_file(LATE)
+
+        rc, out, err = self.run_cli('import', path)
+        self.assertEqual(0, rc, err)
+        imported = self.engine.store.get(s['id'])
+        self.assertTrue(imported['imported'])
+        tree = self.engine.tree(g.name)
+        self.assertEqual(
+            {parent['id']: 'available', later['id']: 'available',
+             s['id']: 'available'},
+            {n['id']: n['state'] for n in _nodes(tree['snapshots'])})
+
+        offset = g.console_size()
+        started = time.monotonic()
+        rc, _, err = self.run_cli('revert', s['id'])
+        self.assertEqual(0, rc, err)
+        self._note('import_revert', 'reverted to the imported snapshot in '
+                   '%.2f s' % (time.monotonic() - started))
+        self.assertCounterContinues(offset, tick)
+        self.assertEqual(early, g.sha256(EARLY))
+        self.assertEqual(before, g.sha256(BEFORE))
+        self.assertEqual(root, g.sha256(ROOT_FILE))
+        self.assertIsNone(g.sha256(WRITTEN))
+        self.assertIsNone(g.sha256(LATE))
+        self.assertFilesystemsClean()
+        # the guest's own files (no file added), the other snapshots in
+        # them, no undo state left; the store's copy untouched
+        self.assertEqual(sorted(files), sorted(os.listdir(g.workdir)))
+        held = self.internal_states()
+        for target in self.disks:
+            self.assertEqual(sorted([parent['disks'][0]['snapshot'],
+                                     later['disks'][0]['snapshot']]),
+                             held[target])
+        self.assertEqual(s['id'], self.engine.current(g.name))
+
+        # the data is in the disk files: a cold boot reads it from there
+        g.dom.destroy()
+        g.boot()
+        self.assertEqual(before, g.sha256(BEFORE))
+        self.assertEqual(root, g.sha256(ROOT_FILE))
+        self.assertIsNone(g.sha256(WRITTEN))
+        self.assertIsNone(g.sha256(LATE))
+
+        # the other snapshots revert as before, and back again
+        rc, _, err = self.run_cli('revert', later['id'])
+        self.assertEqual(0, rc, err)
+        self.assertEqual(written, g.sha256(WRITTEN))
+        self.assertIsNone(g.sha256(LATE))
+        offset = g.console_size()
+        rc, _, err = self.run_cli('revert', s['id'])
+        self.assertEqual(0, rc, err)
+        self.assertCounterContinues(offset, tick)
+        self.assertIsNone(g.sha256(WRITTEN))
+        self.assertEqual(before, g.sha256(BEFORE))
+
+        # a disk grown since: refused with the reason, nothing changed
+        vdb = {d.target: d.path for d in
+               domain_xml.writable_disks(g.dom.XMLDesc(0))}['vdb']
+        g.dom.blockResize('vdb', 128 << 20,
+                          libvirt.VIR_DOMAIN_BLOCK_RESIZE_BYTES)
+        exc = self.assertRaises(exception.Conflict, self.engine.revert,
+                                s['id'])
+        self.assertIn('disk vdb is %d bytes now' % (128 << 20), str(exc))
+        self.assertEqual(128 << 20, qemu_img.virtual_size(vdb))
+        self.assertEqual(before, g.sha256(BEFORE))
+
+
+def _nodes(nodes):
+    for node in nodes:
+        yield node
+        yield from _nodes(node.get('children', []))

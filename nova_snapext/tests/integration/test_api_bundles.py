@@ -4,7 +4,10 @@ What a user types (``openstack server image create``, ``openstack server
 snapshot export/import``, ``openstack server create``), the API's answers
 to bad requests, and the proof from inside the guest booted from the
 imported snapshot: its RAM counter continues from the snapshot's and a file
-written before the snapshot is there with its sha256.
+written before the snapshot is there with its sha256.  A bundle imported
+back with ``--server`` after its snapshot was deleted reverts that server:
+memory and disks, its other snapshots kept, and Nova's stop/start and
+hard reboot keep the reverted data (it is in the files Nova names).
 """
 
 import http.client
@@ -21,6 +24,7 @@ import requests
 
 from nova_snapext.api import bundles as api_bundles
 from nova_snapext import bundle
+from nova_snapext.capture import domain_xml
 from nova_snapext.tests.integration import base
 
 V12 = {'OpenStack-API-Version': 'instance-snapshot 1.2'}
@@ -28,7 +32,7 @@ V13 = 'instance-snapshot 1.3'
 CHUNK = 1 << 20
 
 
-class BundleTest(base.TestCase):
+class BundleTest(base.LifecycleMixin, base.TestCase):
 
     def setUp(self):
         super().setUp()
@@ -346,3 +350,66 @@ class BundleTest(base.TestCase):
         print('upload import: %d bytes in %.1f s (%.1f MiB/s end to end)'
               % (sent, seconds, sent / seconds / CHUNK))
         self.boot_and_check(imported, server, guest, before, low, high)
+
+    def test_import_reverts_its_server(self):
+        server, guest = self.boot(base.unique_name('bundle-back'))
+        early = guest.write_file('/mnt/vda/early.bin')
+        other, _, _ = self.full_snapshot(server, guest)
+        before = guest.write_file('/mnt/vda/before.bin')
+        snap_id, _, (low, high) = self.full_snapshot(server, guest)
+        path = os.path.join(self.dir, 'snap.bundle')
+        base.cli('server', 'snapshot', 'export', snap_id, path)
+        base.cli('server', 'snapshot', 'delete', '--wait', snap_id,
+                 as_json=False)
+        guest.write_file('/mnt/vda/after.bin')
+
+        imported = base.cli('server', 'snapshot', 'import', path, '--name',
+                            base.unique_name('back'), '--server',
+                            server.name)
+        self.addCleanup(self.admin.image.delete_image, imported['image_id'],
+                        ignore_missing=True)
+        self.assertEqual(snap_id, imported['snapshot_id'])
+        self.assertEqual({other: 'available', snap_id: 'available'},
+                         {i: st for i, (st, _) in
+                          self.states(server.id).items()})
+
+        # the counter must pass the snapshot's to drop back visibly
+        guest.wait_for_tick(after=high + 10, timeout=180)
+        offset = guest.console_size()
+        disks = self._disk_files(server)
+        started = time.monotonic()
+        base.cli('server', 'snapshot', 'revert', '--wait', server.id,
+                 snap_id, as_json=False)
+        print('revert to the imported snapshot %.1f s'
+              % (time.monotonic() - started))
+        guest = self.guest(server.id)
+        resumed = guest.resumed_tick(offset)
+        self.assertIsNotNone(resumed, 'no TICK after the revert')
+        self.assertTrue(low - 1 <= resumed <= high + 3,
+                        'counter resumed at %d, the snapshot was taken '
+                        'between ticks %d and %d' % (resumed, low, high))
+        guest.wait_for_agent(timeout=180)
+        self.assertGuestHolds(guest, early, before)
+        # still on the files Nova names; the other snapshot still reverts
+        self.assertEqual(disks, self._disk_files(server))
+        self.assertEqual(snap_id, self.tree(server.id)['current'])
+        self.assertEqual('available', self.states(server.id)[other][0])
+
+        self.stop(server)
+        guest = self.start(server)
+        self.assertGuestHolds(guest, early, before)
+        self.assertEqual(disks, self._disk_files(server))
+        base.cli('server', 'reboot', '--hard', '--wait', server.id,
+                 as_json=False)
+        guest = self.running_guest(server.id)
+        self.assertGuestHolds(guest, early, before)
+
+    def assertGuestHolds(self, guest, early, before):
+        self.assertEqual(early, guest.sha256('/mnt/vda/early.bin'))
+        self.assertEqual(before, guest.sha256('/mnt/vda/before.bin'))
+        self.assertIsNone(guest.sha256('/mnt/vda/after.bin'))
+
+    def _disk_files(self, server):
+        """{target: file} of the server's domain now."""
+        return {d.target: d.path for d in domain_xml.writable_disks(
+            self.guest(server.id).dom.XMLDesc(0))}

@@ -37,6 +37,47 @@ class PlanRevertTest(testtools.TestCase):
         self.assertTrue(plan.reached(plan.RESTORE, plan.RESTORE))
 
 
+def _imported(**kw):
+    """s1 imported from a bundle: its state is a file in the store."""
+    record = fakes.record('s1', imported={'at': 'x', 'since': None}, **kw)
+    record['disks'][0]['path'] = '/store/i/s1/disks/vda.qcow2'
+    return record
+
+
+class PlanApplyTest(testtools.TestCase):
+
+    def test_a_snapshot_applies_its_own_states(self):
+        record = fakes.record('s1')
+        files = plan.revert_files(record, {'vda': '/elsewhere'})
+        self.assertEqual({'vda': '/srv/i/s1-vda'}, files)
+        self.assertEqual([plan.ApplyState('/srv/i/s1-vda', 'snapext-s1')],
+                         plan.plan_apply(record, files))
+
+    def test_an_imported_state_is_written_into_the_live_file(self):
+        record = _imported()
+        files = plan.revert_files(record, {'vda': '/i/disk'})
+        # the disk stays on the file Nova names
+        self.assertEqual({'vda': '/i/disk'}, files)
+        self.assertEqual(
+            [plan.WriteState('/store/i/s1/disks/vda.qcow2', 'snapext-s1',
+                             '/i/disk')],
+            plan.plan_apply(record, files))
+
+    def test_every_disk_of_the_record_is_written(self):
+        record = _imported()
+        record['disks'].append(dict(record['disks'][0], target='vdb',
+                                    path='/store/i/s1/disks/vdb.qcow2'))
+        steps = plan.plan_apply(record, plan.revert_files(
+            record, {'vda': '/i/disk', 'vdb': '/v/volume-1'}))
+        self.assertEqual(['/i/disk', '/v/volume-1'],
+                         [s.dest for s in steps])
+
+    def test_an_imported_state_is_never_written_over_itself(self):
+        record = _imported()
+        self.assertRaises(ValueError, plan.plan_apply, record,
+                          {'vda': record['disks'][0]['path']})
+
+
 class PlanFailureTest(testtools.TestCase):
     """A step raised; the revert gives the guest back before it reports."""
 
@@ -129,11 +170,23 @@ class JournalTest(testtools.TestCase):
         self.root = self.useFixture(fixtures.TempDir()).path
         self.conf = fakes.conf(lock_path=self.root)
 
+    def test_it_names_the_files_a_revert_writes(self):
+        record = _imported()
+        j = revert_journal.new(self.conf, object(), record, 'snapext-undo-ab',
+                               {'vda': '/i/disk'}, {'/i/disk': 1}, True,
+                               False)
+        self.assertEqual(['/i/disk'], j['paths'])
+        self.assertEqual({'vda': '/i/disk'}, revert_journal.files(j, record))
+        # a journal of an older snapext reverted to the record's own files
+        del j['files']
+        self.assertEqual({'vda': '/store/i/s1/disks/vda.qcow2'},
+                         revert_journal.files(j, record))
+
     def test_written_read_and_removed(self):
         record = fakes.record('s1')
         store = object()  # no local root: the journal goes under lock_path
         j = revert_journal.new(self.conf, store, record, 'snapext-undo-ab',
-                               ['/d'], {'/d': 1}, True, False)
+                               {'vda': '/d'}, {'/d': 1}, True, False)
         self.assertIsNone(revert_journal.read(self.conf, store,
                                               record['instance_uuid']))
         revert_journal.write(self.conf, store, j, plan.SAVE)

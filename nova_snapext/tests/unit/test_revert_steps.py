@@ -43,8 +43,12 @@ class FakeQemuImg(object):
     def virtual_size(self, path):
         return 1 << 30
 
+    def write_state(self, src, snapshot, dest):
+        self.calls.append(('write', src, snapshot, dest))
 
-class RevertStepsTest(testtools.TestCase):
+
+class _StepsTestCase(testtools.TestCase):
+    """An engine over a file store with s1, libvirt and qemu-img faked."""
 
     def setUp(self):
         super().setUp()
@@ -60,7 +64,7 @@ class RevertStepsTest(testtools.TestCase):
         self.path = self.record['disks'][0]['path']
         self.qemu_img = FakeQemuImg({self.path: {'snapext-s1'}})
         for name in ('snapshot_names', 'snapshot_create', 'snapshot_apply',
-                     'snapshot_delete', 'virtual_size'):
+                     'snapshot_delete', 'virtual_size', 'write_state'):
             self.useFixture(fixtures.MockPatch(
                 'nova_snapext.capture.qemu_img.' + name,
                 getattr(self.qemu_img, name)))
@@ -95,6 +99,9 @@ class RevertStepsTest(testtools.TestCase):
     def journal(self):
         return revert_journal.read(self.conf, self.store, self.uuid)
 
+
+class RevertStepsTest(_StepsTestCase):
+
     def test_failed_restore_restores_the_pre_revert_save(self):
         journals = []
         self.conn.restoreFlags.side_effect = [
@@ -111,7 +118,7 @@ class RevertStepsTest(testtools.TestCase):
                               self.guest(), self.record,
                               revert_journal.new(
                                   self.conf, self.store, self.record,
-                                  'snapext-undo-ab', [self.path],
+                                  'snapext-undo-ab', {'vda': self.path},
                                   {self.path: 1 << 30}, True, False),
                               plan.plan_revert(True, True), {},
                               'memory.save', '<domain/>')
@@ -133,7 +140,7 @@ class RevertStepsTest(testtools.TestCase):
 
     def test_recovery_thaws_a_guest_killed_before_its_thaw(self):
         j = revert_journal.new(self.conf, self.store, self.record,
-                               'snapext-undo-ab', [self.path],
+                               'snapext-undo-ab', {'vda': self.path},
                                {self.path: 1 << 30}, True, False)
         revert_journal.write(self.conf, self.store, j, plan.RESTORE)
         done = {}
@@ -144,6 +151,59 @@ class RevertStepsTest(testtools.TestCase):
         self.assertIsNone(self.journal())
         self.assertEqual('revert-finished',
                          self.store.get('s1')['history'][-1]['event'])
+
+
+class ImportedRevertStepsTest(_StepsTestCase):
+    """s1 came from a bundle: its state is a file in the store."""
+
+    live = '/srv/i/disk'
+
+    def setUp(self):
+        super().setUp()
+        self.record['imported'] = {'at': 'x', 'since': None}
+        self.store.update(self.record)
+        self.qemu_img.held[self.live] = {'snapext-other'}
+        # the image names the file the disk ran on where it was taken
+        self.conn.saveImageGetXMLDesc.return_value = (
+            fakes.DOMAIN_XML.replace(self.live, '/srv/gone/vda'))
+        self.engine._verified_memory = mock.Mock(return_value='m.save')
+
+    def test_the_state_is_written_into_the_file_nova_names(self):
+        j = revert_journal.new(self.conf, self.store, self.record,
+                               'snapext-undo-ab', {'vda': self.live},
+                               {self.live: 1 << 30}, True, False)
+        self.engine._run_steps(self.guest(), self.record, j,
+                               plan.plan_revert(True, False), {})
+        # the live file keeps its undo state while the state is written,
+        # then drops it; the store's file is only read
+        self.assertEqual([('create', self.live, 'snapext-undo-ab'),
+                          ('write', self.path, 'snapext-s1', self.live)],
+                         self.qemu_img.calls)
+        xml = self.conn.restoreFlags.call_args[0][1]
+        self.assertIn('<source file="%s"' % self.live, xml)
+        self.assertNotIn('"/srv/gone/vda"', xml)
+        self.assertNotIn(self.path, xml)
+        self.engine._drop_states.assert_called_once_with(
+            mock.ANY, [(self.live, 'snapext-undo-ab')])
+        self.assertEqual('s1', self.store.head(self.uuid))
+
+    def test_recovery_writes_it_again(self):
+        # killed while writing, the guest destroyed without a memory save:
+        # the revert is completed
+        j = revert_journal.new(self.conf, self.store, self.record,
+                               'snapext-undo-ab', {'vda': self.live},
+                               {self.live: 1 << 30}, True, False)
+        self.qemu_img.held[self.live].add('snapext-undo-ab')
+        revert_journal.write(self.conf, self.store, j, plan.APPLY)
+        self.dom.isActive.return_value = 0
+        guest = self.guest()
+        guest.is_active.return_value = False
+        done = {}
+        self.engine._recover_revert(guest, done)
+        self.assertEqual(['vm:rolled-forward'], done['reverts'])
+        self.assertEqual([('write', self.path, 'snapext-s1', self.live)],
+                         self.qemu_img.calls)
+        self.assertIn(self.live, self.conn.restoreFlags.call_args[0][1])
 
 
 _exists = os.path.exists

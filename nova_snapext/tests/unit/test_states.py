@@ -66,6 +66,25 @@ class UnavailableReasonTest(testtools.TestCase):
             _record(), dict(CURRENT, vdb='/v/volume-1.cafe'), HELD)
         self.assertIn('vdb now runs on /v/volume-1.cafe', reason)
 
+    def test_an_imported_snapshot_is_written_into_the_live_files(self):
+        # its states are files in the store, not the files the disks run
+        # on: only the disk set and each size must match
+        record = _record(imported={'at': 'x', 'since': None})
+        sizes = {'vda': 1 << 30, 'vdb': 1 << 30}
+        for disk in record['disks']:
+            disk['virtual_size'] = 1 << 30
+        live = {'vda': '/live/disk', 'vdb': '/live/volume-1'}
+        self.assertIsNone(states.unavailable_reason(record, live, HELD,
+                                                    sizes))
+        reason = states.unavailable_reason(record, live, HELD,
+                                           dict(sizes, vdb=2 << 30))
+        self.assertIn('disk vdb is 2147483648 bytes now, its imported '
+                      'state 1073741824', reason)
+        self.assertIn('attach or detach', states.unavailable_reason(
+            record, {'vda': '/live/disk'}, HELD, {'vda': 1 << 30}))
+        self.assertIn('no longer holds', states.unavailable_reason(
+            record, live, dict(HELD, **{'/i/disk': set()}), sizes))
+
 
 class PlanDeleteTest(testtools.TestCase):
 
