@@ -160,7 +160,12 @@ NOTIFICATION_OPTS = [
 
 
 def register_opts(conf):
-    conf.register_group(GROUP)
+    # A group object of its own for each ConfigOpts: oslo.config keeps a
+    # shallow copy of the group it is given, so every ConfigOpts given the
+    # same OptGroup would share its options' values and overrides (a unit
+    # test's override leaked into the next test's "fresh" ConfigOpts).
+    conf.register_group(cfg.OptGroup(GROUP.name, title=GROUP.title,
+                                     help=GROUP.help))
     conf.register_opts(OPTS, group=GROUP)
     conf.register_opts(RPC_OPTS, group=GROUP)
     conf.register_opts(NOTIFICATION_OPTS, group=GROUP)

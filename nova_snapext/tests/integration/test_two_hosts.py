@@ -133,3 +133,42 @@ class TwoHostsTest(base.LifecycleMixin, base.TestCase):
                       % (resp.status_code, resp.text[:300]))
         self.assertUnavailable(server.id, s, 'live-migrated')
         self.assertKept(moved, s, 'the refused revert')
+
+    def test_full_snapshot_image_resumes_on_a_host_that_never_had_it(self):
+        server, guest = self.boot_on_a('origin')
+        host_a = self.admin.compute.get_server(server.id).compute_host
+        before = guest.write_file('/mnt/vda/before.bin')
+        image, ticks = self.full_snapshot_image(server, guest, 'across')
+        snap = image['properties']['snapext_manifest']
+        guest.write_file('/mnt/vda/after.bin')
+        # B's store has never seen it: the memory image comes from the
+        # snapshot's bundle in Glance.
+        cache_b = os.path.join(base.DATA, 'hosts', HOST_B, 'snapext')
+        self.assertFalse(os.path.exists(os.path.join(cache_b, server.id)))
+        # The demo user's clone, scheduled to B as A takes no new server.
+        base.cli('compute', 'service', 'set', '--disable', host_a,
+                 'nova-compute', user='admin', as_json=False)
+        try:
+            clone = self.demo.compute.create_server(
+                name=base.unique_name('across-clone'), image_id=image['id'],
+                flavor_id=self.demo.compute.find_flavor(
+                    base.FLAVOR, ignore_missing=False).id,
+                networks='none')
+            self.addCleanup(self.delete_server, clone.id)
+            self.demo.compute.wait_for_server(clone, wait=300)
+        finally:
+            base.cli('compute', 'service', 'set', '--enable', host_a,
+                     'nova-compute', user='admin', as_json=False)
+        clone = self.admin.compute.get_server(clone.id)
+        self.assertEqual(HOST_B, clone.compute_host)
+        on_b = base.ServerGuest(self.libvirt_b, clone, HOST_B_INSTANCES)
+        on_b.wait_for_agent(timeout=180)
+        first = on_b.wait_for_tick(timeout=120)[0]
+        self.assertTrue(ticks[0] - 1 <= first <= ticks[1] + 3,
+                        'the clone on B counted from %d, the snapshot was '
+                        'taken on A between ticks %d and %d'
+                        % (first, ticks[0], ticks[1]))
+        self.assertEqual(before, on_b.sha256('/mnt/vda/before.bin'))
+        self.assertIsNone(on_b.sha256('/mnt/vda/after.bin'))
+        self.assertTrue(os.path.exists(os.path.join(cache_b, server.id,
+                                                    snap)))
