@@ -112,7 +112,7 @@ class TwoHostsTest(base.LifecycleMixin, base.TestCase):
         after = moved.write_file('/mnt/vda/after-move.bin')
         self.assertEqual(after, moved.sha256('/mnt/vda/after-move.bin'))
 
-    def test_full_snapshot_stays_behind_with_its_reason(self):
+    def test_full_snapshot_left_behind_is_refused_with_its_reason(self):
         server, guest = self.boot_on_a('behind')
         s = base.Snaps(('vda',))
         self.write(guest, s, 'before-full')
@@ -120,18 +120,19 @@ class TwoHostsTest(base.LifecycleMixin, base.TestCase):
         self.write(guest, s, 'after')
         moved = self.live_migrate_to_b(server, guest)
         self.assertKept(moved, s, 'the live migration')
-        # Its record (and the mark post_live_migration puts on it) is in
-        # A's store; nova-api asks the agent of the server's host, B.
-        if s.full not in self.states(server.id):
-            resp = self.api('POST', '/servers/%s/action' % server.id,
-                            json_body={'snapextRevert': {
-                                'snapshot_id': s.full}})
-            self.fail('the full snapshot taken on host A is not in the '
-                      'tree once the server is on host B (B\'s agent never '
-                      'had its record): it should be there, marked as left '
-                      'behind; a revert answers %s: %s'
-                      % (resp.status_code, resp.text[:300]))
-        self.assertUnavailable(server.id, s, 'live-migrated')
+        # The disk state stayed in A's file (a block migration copies no
+        # internal snapshot).  A's agent still answers for the record (the
+        # snapshot's image names A): unavailable.  A revert reaches B's
+        # agent, which runs the server now: it rebuilds the record from the
+        # snapshot's bundle in Glance and refuses; from then on B lists the
+        # snapshot, unavailable with its reason.
+        shown = base.cli('server', 'snapshot', 'show', s.full)
+        self.assertEqual('unavailable', shown['state'])
+        resp = self.api('POST', '/servers/%s/action' % server.id,
+                        json_body={'snapextRevert': {'snapshot_id': s.full}})
+        self.assertEqual(409, resp.status_code, resp.text)
+        self.assertIn('no longer holds', resp.text)
+        self.assertUnavailable(server.id, s, 'no longer holds')
         self.assertKept(moved, s, 'the refused revert')
 
     def test_full_snapshot_image_resumes_on_a_host_that_never_had_it(self):
