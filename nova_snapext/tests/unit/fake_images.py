@@ -23,6 +23,9 @@ class FakeImageAPI(object):
         self.during_upload = None
         # an exception the upload raises once it read everything
         self.fail_upload = None
+        # the context of every get, the image of every download, in turn
+        self.get_contexts = []
+        self.downloaded = []
 
     def add(self, data, status='active', **meta):
         image = self.create(None, meta)
@@ -32,6 +35,7 @@ class FakeImageAPI(object):
         return image['id']
 
     def get(self, context, image_id):
+        self.get_contexts.append(context)
         if image_id not in self.images:
             raise nova_exception.ImageNotFound(image_id=image_id)
         return dict(self.images[image_id])
@@ -87,6 +91,7 @@ class FakeImageAPI(object):
                     for k, v in wanted.items())]
 
     def download(self, context, image_id):
+        self.downloaded.append(image_id)
         data = self.data[image_id]
         return iter([data[i:i + CHUNK] for i in range(0, len(data), CHUNK)])
 
