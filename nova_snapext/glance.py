@@ -181,9 +181,15 @@ class Images(object):
                 from None
 
     def find_hidden(self, context, properties):
-        """Hidden images (os_hidden) whose properties hold ``properties``."""
+        """Hidden images (os_hidden) whose properties hold ``properties``.
+
+        Shared ones the caller's project has not accepted count too: a
+        bundle uploaded again by the service user is shared with the
+        snapshot's project (Glance lists only accepted ones by default).
+        """
         return list(self.api.get_all(
-            context, filters=dict(properties, os_hidden='true')))
+            context, filters=dict(properties, os_hidden='true',
+                                  member_status='all')))
 
     def set_properties(self, context, image_id, properties):
         """Add or change properties of an image (its data untouched)."""

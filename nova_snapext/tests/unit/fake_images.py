@@ -85,6 +85,8 @@ class FakeImageAPI(object):
         """Glance's listing: hidden images only when filtered for them."""
         wanted = dict(filters)
         hidden = wanted.pop('os_hidden', 'false') == 'true'
+        # every image here is the caller's: any member status lists it
+        wanted.pop('member_status', None)
         return [self.get(context, i) for i, image in self.images.items()
                 if bool(image.get('os_hidden')) == hidden and all(
                     image['properties'].get(k) == v

@@ -2,6 +2,7 @@
 
 import errno
 import hashlib
+from unittest import mock
 
 import fixtures
 import testtools
@@ -144,6 +145,14 @@ class FindAndServiceTest(testtools.TestCase):
         api.add(b'z', properties={'snapext_bundle_of': 's1'})
         self.assertEqual([wanted], [i['id'] for i in images.find_hidden(
             None, {'snapext_bundle_of': 's1'})])
+
+    def test_find_hidden_lists_shared_images_not_yet_accepted(self):
+        api = mock.Mock()
+        api.get_all.return_value = []
+        glance.Images(api).find_hidden('ctx', {'snapext_bundle_of': 's1'})
+        api.get_all.assert_called_once_with('ctx', filters={
+            'snapext_bundle_of': 's1', 'os_hidden': 'true',
+            'member_status': 'all'})
 
     def test_no_service_user_is_a_clear_error(self):
         self.useFixture(fixtures.MockPatch(
