@@ -71,11 +71,12 @@ class BundleImageDeletedTest(base.TestCase):
                        gone=['/mnt/vda/after.bin'])
 
         # A record the host can no longer read is deleted through the API
-        # with its bundle, which Glance names (the record cannot).
+        # (an admin's call: policy delete_broken) with its bundle, which
+        # Glance names (the record cannot).
         with open(base.cached(server.id, snap2), 'w') as f:
             f.write('{"damaged')
         base.cli('server', 'snapshot', 'delete', '--wait', snap2,
-                 as_json=False)
+                 user='admin', as_json=False)
         self.assertRaises(openstack.exceptions.NotFoundException,
                           self.admin.image.get_image, redone2['image_id'])
         self.assertEqual('active', self.admin.image.get_image(
