@@ -152,7 +152,11 @@ class Guest(object):
     def destroy(self):
         try:
             dom = self.conn.lookupByName(self.name)
-        except libvirt.libvirtError:
+        except libvirt.libvirtError as exc:
+            # Only a domain that is not there is done with: any other error
+            # (a closed connection) would leave its QEMU running.
+            if exc.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
+                raise
             dom = None
         if dom is not None:
             if dom.isActive():

@@ -49,7 +49,9 @@ class GuestTestCase(testtools.TestCase):
         super().setUp()
         self.useFixture(fixtures.Timeout(900, gentle=True))
         self.conn = _connect()
-        self.addCleanup(self.conn.close)
+        # Whatever connection the test holds at its end (one that restarts
+        # libvirtd reconnects): closed after the guest is destroyed.
+        self.addCleanup(lambda: self.conn.close())
         os.makedirs(WORK_ROOT, exist_ok=True)
         self.workdir = tempfile.mkdtemp(
             prefix='%s.' % self.id().split('.')[-1], dir=WORK_ROOT)

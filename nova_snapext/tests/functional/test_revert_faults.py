@@ -274,8 +274,8 @@ class LibvirtdRestartTest(RevertFaultBase):
     """libvirtd restarted midway (it disturbs every guest of the host)."""
 
     def reconnect(self):
-        self.conn = libvirt.open(base.URI)
-        self.addCleanup(self.conn.close)
+        broken, self.conn = self.conn, libvirt.open(base.URI)
+        broken.close()
         self.guest.conn = self.conn
         self.engine._conn = self.conn
         self.guest.refresh()
