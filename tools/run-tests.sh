@@ -40,7 +40,7 @@ run_stestr() {
 
 status=0
 echo "== pep8"
-flake8 || status=1
+flake8 || { status=1; failing+=("pep8"); }
 echo "== genconfig (the sample config must be current)"
 sample=$(mktemp)
 for generator in etc/*config-generator.conf; do
@@ -49,6 +49,7 @@ for generator in etc/*config-generator.conf; do
     if ! diff -u "$current" "$sample"; then
         echo "$current is stale: run 'tox -e genconfig'"
         status=1
+        failing+=("genconfig: $current is stale")
     fi
 done
 rm -f "$sample"
@@ -76,6 +77,7 @@ if [[ "${SNAPEXT_SKIP_AIO:-0}" != 1 ]]; then
     else
         echo "aio up failed"
         status=1
+        failing+=("aio up")
     fi
     # test_two_hosts brings up an extra compute host (tools/aio/hosts.sh)
     # for its own tests and takes it down after them (about 3 minutes).
@@ -83,7 +85,8 @@ if [[ "${SNAPEXT_SKIP_AIO:-0}" != 1 ]]; then
         run --concurrency 1 || status=1
     echo "== tempest"
     tempest_out=$(mktemp)
-    bash tools/aio/tempest.sh | tee "$tempest_out" || status=1
+    bash tools/aio/tempest.sh | tee "$tempest_out" || {
+        status=1; failing+=("tempest: see its output above"); }
     tempest_line=$(grep '^tempest:' "$tempest_out" || true)
     for kind in pass fail; do
         n=$(echo "$tempest_line" | grep -o "[0-9]* $kind" | cut -d' ' -f1 || true)
