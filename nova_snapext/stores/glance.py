@@ -220,10 +220,10 @@ class GlanceStore(file_store.FileStore):
         :returns: the record, as the cache now holds it
         """
         cached = self._cached(snapshot_id)
-        image_id = self._bundle_to_fetch(context, snapshot_id, image_id,
-                                         cached)
+        image = self._bundle_to_fetch(context, snapshot_id, image_id,
+                                      cached)
+        image_id = image['id']
         context = self._context(context)
-        image = self.images.get(context, image_id)
         props = image.get('properties') or {}
         if props.get(BUNDLE_OF) != snapshot_id:
             raise exception.Conflict('image %s is not the bundle of '
@@ -255,7 +255,7 @@ class GlanceStore(file_store.FileStore):
         return record
 
     def _bundle_to_fetch(self, context, snapshot_id, hint, cached):
-        """The bundle image to fetch a snapshot from.
+        """The bundle image (Glance's view) to fetch a snapshot from.
 
         The caller's hint while Glance still has it (an image's
         ``snapext_bundle`` goes stale when a deleted bundle is uploaded
@@ -265,9 +265,13 @@ class GlanceStore(file_store.FileStore):
         glance_context = self._context(context)
         known = ((cached or {}).get('durable') or {}).get('image_id')
         for image_id in (hint, known):
-            if image_id and self.images.exists(glance_context, image_id):
-                return image_id
-        return self.bundle_image(context, snapshot_id)
+            if image_id:
+                try:
+                    return self.images.get(glance_context, image_id)
+                except exception.NotFound:
+                    pass
+        return self.images.get(glance_context,
+                               self.bundle_image(context, snapshot_id))
 
     def _cached(self, snapshot_id):
         try:
